@@ -1,0 +1,131 @@
+"""Pure ASGI middleware that puts each request's audit context in place.
+
+Per request it only picks (or makes) a request id, installs a lazy
+:class:`~whodid.context.RequestContext` and echoes the id on the response.
+Resolvers, proxy walking and header decoding run only if the request writes
+an audit entry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from whodid.enrich import Enricher
+
+from whodid.context import Actor, RequestContext, _current
+from whodid.headers import (
+    REQUEST_ID_HEADER,
+    ProxyResolver,
+    header_text,
+    new_request_id,
+    parse_networks,
+    valid_request_id,
+)
+from whodid.resolvers import Resolvers, ResolverSource
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ActorResolver = Callable[[HTTPConnection], Actor | None]
+TenantResolver = Callable[[HTTPConnection], str | None]
+PasskeyResolver = Callable[[HTTPConnection], bool | None]
+
+
+class AuditMiddleware:
+    """Capture actor, tenant, passkey, client IP, user agent and request id.
+
+    ``actor``, ``tenant`` and ``passkey`` are sync callables taking the
+    Starlette request (an ``HTTPConnection`` for websockets) and returning an
+    :class:`~whodid.Actor`, a tenant id and a bool, or None. They are called at
+    most once per request, when its first entry is written.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        actor: ActorResolver | None = None,
+        tenant: TenantResolver | None = None,
+        passkey: PasskeyResolver | None = None,
+        trusted_proxies: Iterable[str] | str | None = None,
+        geoip_db: str | os.PathLike[str] | None = None,
+        header_name: str = REQUEST_ID_HEADER,
+    ) -> None:
+        self.app = app
+        self.resolvers = Resolvers(actor, tenant, passkey)
+        self.proxies = ProxyResolver(parse_networks(trusted_proxies))
+        self.enricher = Enricher(geoip_db) if geoip_db is not None else None
+        self.header_name = header_name.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = None
+        wanted = self.header_name
+        for name, value in scope["headers"]:
+            if name == wanted:
+                request_id = valid_request_id(value.decode("latin-1"))
+                break
+        if request_id is None:
+            request_id = new_request_id()
+
+        ctx = RequestContext(request_id=request_id, source=_ScopeSource(self, scope))
+        token = _current.set(ctx)
+        try:
+            if kind == "websocket":
+                await self.app(scope, receive, send)
+                return
+            echoed = (wanted, request_id.encode("latin-1"))
+
+            async def send_with_request_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", ()), echoed]}
+                await send(message)
+
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            _current.reset(token)
+
+
+class _ScopeSource(ResolverSource):
+    """Reads the lazy context fields of one ASGI request from its scope."""
+
+    def __init__(self, mw: AuditMiddleware, scope: Scope) -> None:
+        self.mw = mw
+        self.scope = scope
+        self.resolvers = mw.resolvers
+        self.enricher = mw.enricher
+        self._connection: HTTPConnection | None = None
+
+    def request(self) -> HTTPConnection:
+        if self._connection is None:
+            cls = Request if self.scope["type"] == "http" else HTTPConnection
+            self._connection = cls(self.scope)
+        return self._connection
+
+    def _header(self, wanted: bytes) -> bytes | None:
+        for name, value in self.scope["headers"]:
+            if name == wanted:
+                return value  # type: ignore[no-any-return]
+        return None
+
+    def ip(self) -> str | None:
+        client = self.scope.get("client")
+        peer = client[0] if client else None
+        forwarded = xff = None
+        if self.mw.proxies.trusted:
+            forwarded = header_text(self._header(b"forwarded"), 4096)
+            xff = header_text(self._header(b"x-forwarded-for"), 4096)
+        return self.mw.proxies.client_ip(peer, forwarded, xff)
+
+    def user_agent(self) -> str | None:
+        return header_text(self._header(b"user-agent"))

@@ -1,0 +1,198 @@
+"""The :class:`Auditor`: one object that owns the tracked models and the log."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from whodid import schema
+from whodid.context import Actor, audit_context
+from whodid.enrich import Enricher
+from whodid.errors import ConfigurationError
+from whodid.orm import OrmCapture, make_spec
+from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
+from whodid.writer import Change, Writer
+
+M = TypeVar("M", bound=type[Any])
+
+
+class Auditor:
+    """Records who changed what in the application's own database.
+
+    ``engine`` is the app's Engine (or a database URL); entries live in that
+    database, in the ``whodid_entries`` table. With an async app, pass the
+    AsyncEngine: the ORM hooks work through the async session, and the
+    read side uses its sync twin.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | AsyncEngine | str | None = None,
+        *,
+        redact_patterns: Iterable[str] = DEFAULT_REDACT_PATTERNS,
+        geoip_db: str | os.PathLike[str] | None = None,
+        signing_key: Any = None,
+    ) -> None:
+        if isinstance(engine, str):
+            engine = create_engine(engine)
+        if isinstance(engine, AsyncEngine):
+            engine = engine.sync_engine
+        if engine is not None and not isinstance(engine, Engine):
+            raise ConfigurationError(
+                f"Auditor() takes an SQLAlchemy Engine or a database URL, got {engine!r}"
+            )
+        self.engine: Engine | None = engine
+        self.redactor = Redactor(redact_patterns)
+        self.enricher = Enricher(geoip_db) if geoip_db is not None else None
+        self.signing_key = signing_key
+        self.writer = Writer(self.enricher)
+        self.capture = OrmCapture(self.writer)
+
+    # -- set-up ---------------------------------------------------------------
+
+    def _bind(self, bind: Engine | Connection | None = None) -> Engine | Connection:
+        bind = bind or self.engine
+        if bind is None:
+            raise ConfigurationError(
+                "this Auditor has no database; create it as Auditor(engine) or pass bind="
+            )
+        return bind
+
+    def create_all(self, bind: Engine | Connection | None = None) -> None:
+        """Create the audit table, its indexes and append-only triggers (idempotent)."""
+        schema.create_all(self._bind(bind))
+
+    def instrument(self, target: Any) -> Any:
+        """Install the ORM hooks on a sessionmaker, scoped_session, Session class or instance
+        (or an async_sessionmaker / AsyncSession). Returns ``target``."""
+        return self.capture.instrument(target)
+
+    @overload
+    def track(
+        self,
+        model: None = None,
+        *,
+        feature: str | None = ...,
+        entity_type: str | None = ...,
+        exclude: Iterable[str] = ...,
+        redact: Iterable[str] = ...,
+        tenant: str | None = ...,
+    ) -> Callable[[M], M]: ...
+
+    @overload
+    def track(
+        self,
+        model: M,
+        *,
+        feature: str | None = ...,
+        entity_type: str | None = ...,
+        exclude: Iterable[str] = ...,
+        redact: Iterable[str] = ...,
+        tenant: str | None = ...,
+    ) -> M: ...
+
+    def track(
+        self,
+        model: M | None = None,
+        *,
+        feature: str | None = None,
+        entity_type: str | None = None,
+        exclude: Iterable[str] = (),
+        redact: Iterable[str] = (),
+        tenant: str | None = None,
+    ) -> M | Callable[[M], M]:
+        """Audit every insert, update and delete of ``model``.
+
+        Use as ``@auditor.track(feature="customer")`` above the class or as
+        ``auditor.track(Customer)``. ``feature`` and ``entity_type`` default to
+        the table name; ``exclude`` lists attributes never recorded (and whose
+        changes alone write no entry); ``redact`` lists attributes recorded
+        only as ``"[REDACTED]"``, on top of the secret-looking names redacted by
+        default; ``tenant`` names a column holding the row's tenant, used when
+        the request context has none (e.g. in jobs).
+        """
+
+        def register(cls: M) -> M:
+            spec = make_spec(
+                cls,
+                feature=feature,
+                entity_type=entity_type,
+                exclude=exclude,
+                redact=redact,
+                tenant=tenant,
+                redactor=self.redactor,
+            )
+            self.capture.add(spec)
+            return cls
+
+        return register if model is None else register(model)
+
+    # -- manual events --------------------------------------------------------
+
+    def record(
+        self,
+        action: str,
+        *,
+        entity: tuple[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        session: Session | Connection | None = None,
+        actor: Actor | None = None,
+        tenant_id: str | None = None,
+        feature: str | None = None,
+        operation: str | None = None,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record an event the ORM cannot see: a failed sign-in, a refund, an export.
+
+        ``action`` is a dotted name (``auth.signin.failed``); its first part is the
+        feature and the rest the operation unless given. With ``session`` the
+        entry joins that session's transaction (and is lost if it rolls back);
+        without, it is committed on its own through the Auditor's engine.
+        ``actor`` and ``tenant_id`` override the current context.
+        """
+        if isinstance(session, AsyncSession):
+            raise ConfigurationError(
+                "record() is sync; with an AsyncSession use "
+                "await session.run_sync(lambda s: auditor.record(..., session=s))"
+            )
+        if not action or not isinstance(action, str):
+            raise ValueError("record() needs a dotted action name, e.g. 'auth.signin.failed'")
+        head, _, rest = action.partition(".")
+        entity_type, entity_id = (None, None) if entity is None else entity
+        change = Change(
+            feature=feature or head,
+            operation=operation or rest or head,
+            action=action,
+            entity_type=None if entity_type is None else str(entity_type),
+            entity_id=None if entity_id is None else str(entity_id),
+            metadata=metadata or {},
+            before=None if before is None else to_json(dict(before)),
+            after=None if after is None else to_json(dict(after)),
+        )
+        overrides: dict[str, Any] = {}
+        if actor is not None:
+            overrides["actor"] = actor
+        if tenant_id is not None:
+            overrides["tenant_id"] = tenant_id
+        with audit_context(**overrides):
+            rows = self.writer.rows([change])
+        if isinstance(session, Session):
+            self.writer.write(session.connection(), rows)
+        elif isinstance(session, Connection):
+            self.writer.write(session, rows)
+        elif session is None:
+            bind = self._bind()
+            assert isinstance(bind, Engine)
+            with bind.begin() as conn:
+                self.writer.write(conn, rows)
+        else:
+            raise ConfigurationError(
+                f"record(session=...) takes a Session or Connection, got {session!r}"
+            )

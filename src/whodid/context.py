@@ -1,0 +1,224 @@
+"""Who is acting, and from where: the request context the ORM hooks read.
+
+One :class:`RequestContext` lives in a :class:`~contextvars.ContextVar` per
+request (set by the middleware) or per :func:`audit_context` block (jobs,
+scripts). The object itself is mutable on purpose: FastAPI runs sync
+dependencies in a thread pool with a *copy* of the context, so a
+``ContextVar.set`` made there would never reach the request's own task. A
+mutation of the shared object does.
+
+Fields a middleware can compute (actor, tenant, passkey, ip, user agent) are
+resolved lazily, the first time an entry is written: a request that writes
+nothing pays for none of it, and an actor resolver sees whatever the auth
+layer put on the request by then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from whodid.enrich import Enricher
+
+ActorType = Literal["user", "api_key", "system", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who performed an action: a user, an API key, or the system (a job)."""
+
+    type: ActorType
+    id: str | None = None
+    label: str | None = None
+
+    @classmethod
+    def user(cls, id: str, label: str | None = None) -> Actor:
+        """A person signed in to the dashboard; ``label`` is usually the email."""
+        return cls("user", str(id), label)
+
+    @classmethod
+    def api_key(cls, id: str, label: str | None = None) -> Actor:
+        """A programmatic caller; ``label`` is the key prefix, never the secret."""
+        return cls("api_key", str(id), label)
+
+    @classmethod
+    def system(cls, name: str, label: str | None = None) -> Actor:
+        """A job or worker acting on the platform's behalf, named e.g. ``nightly-settlement``."""
+        return cls("system", str(name), label)
+
+
+#: Used for changes made in a request whose actor could not be resolved.
+ANONYMOUS = Actor("anonymous")
+#: Used for changes made outside any request and any :func:`audit_context`.
+UNATTRIBUTED = Actor("system")
+
+
+class ContextSource:
+    """Where a context's lazy fields come from; the middlewares subclass it."""
+
+    enricher: Enricher | None = None
+
+    def actor(self) -> Actor | None:
+        return None
+
+    def tenant_id(self) -> str | None:
+        return None
+
+    def passkey(self) -> bool:
+        return False
+
+    def ip(self) -> str | None:
+        return None
+
+    def user_agent(self) -> str | None:
+        return None
+
+
+_NO_SOURCE = ContextSource()
+_UNSET: Any = object()
+
+
+class RequestContext:
+    """The audit context of one request or :func:`audit_context` block."""
+
+    __slots__ = ("_actor", "_ip", "_passkey", "_tenant_id", "_user_agent", "request_id", "source")
+
+    def __init__(
+        self,
+        *,
+        actor: Actor | None = _UNSET,
+        tenant_id: str | None = _UNSET,
+        passkey: bool = _UNSET,
+        ip: str | None = _UNSET,
+        user_agent: str | None = _UNSET,
+        request_id: str | None = None,
+        source: ContextSource = _NO_SOURCE,
+    ) -> None:
+        self._actor = actor
+        self._tenant_id = tenant_id
+        self._passkey = passkey
+        self._ip = ip
+        self._user_agent = user_agent
+        self.request_id = request_id
+        self.source = source
+
+    @property
+    def actor(self) -> Actor | None:
+        if self._actor is _UNSET:
+            self._actor = self.source.actor()
+        return self._actor  # type: ignore[no-any-return]
+
+    @property
+    def tenant_id(self) -> str | None:
+        if self._tenant_id is _UNSET:
+            self._tenant_id = self.source.tenant_id()
+        return self._tenant_id  # type: ignore[no-any-return]
+
+    @property
+    def passkey(self) -> bool:
+        if self._passkey is _UNSET:
+            self._passkey = bool(self.source.passkey())
+        return self._passkey  # type: ignore[no-any-return]
+
+    @property
+    def ip(self) -> str | None:
+        if self._ip is _UNSET:
+            self._ip = self.source.ip()
+        return self._ip  # type: ignore[no-any-return]
+
+    @property
+    def user_agent(self) -> str | None:
+        if self._user_agent is _UNSET:
+            self._user_agent = self.source.user_agent()
+        return self._user_agent  # type: ignore[no-any-return]
+
+    def child(self, **overrides: Any) -> RequestContext:
+        """A copy with some fields replaced; unresolved fields stay lazy."""
+        fields: dict[str, Any] = {
+            "actor": self._actor,
+            "tenant_id": self._tenant_id,
+            "passkey": self._passkey,
+            "ip": self._ip,
+            "user_agent": self._user_agent,
+            "request_id": self.request_id,
+            "source": self.source,
+        }
+        fields.update(overrides)
+        return RequestContext(**fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestContext(actor={self.actor!r}, tenant_id={self.tenant_id!r}, "
+            f"passkey={self.passkey!r}, ip={self.ip!r}, request_id={self.request_id!r})"
+        )
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("whodid_context", default=None)
+
+
+def current_context() -> RequestContext | None:
+    """The context of the running request or :func:`audit_context` block, if any."""
+    return _current.get()
+
+
+def set_actor(actor: Actor | None, *, passkey: bool | None = None) -> None:
+    """Name who is acting for the rest of the current request or block.
+
+    Call it after your own authentication (for example in a FastAPI dependency,
+    sync or async). Outside any request or block it starts a context for the
+    current task or thread, so a script can call it once at the top.
+    """
+    if actor is not None and not isinstance(actor, Actor):
+        raise TypeError(
+            f"set_actor() takes an Actor, got {type(actor).__name__}; "
+            "build one with Actor.user(...), Actor.api_key(...) or Actor.system(...)"
+        )
+    ctx = _current.get()
+    if ctx is None:
+        ctx = RequestContext()
+        _current.set(ctx)
+    ctx._actor = actor
+    if passkey is not None:
+        ctx._passkey = passkey
+
+
+@contextlib.contextmanager
+def audit_context(
+    *,
+    actor: Actor | None = _UNSET,
+    tenant_id: str | None = _UNSET,
+    passkey: bool = _UNSET,
+    ip: str | None = _UNSET,
+    user_agent: str | None = _UNSET,
+    request_id: str | None = _UNSET,
+) -> Iterator[RequestContext]:
+    """Attribute every change made inside the block, e.g. in a job or a script.
+
+    Fields not given are inherited from the enclosing context, if any.
+    """
+    given = {
+        k: v
+        for k, v in {
+            "actor": actor,
+            "tenant_id": tenant_id,
+            "passkey": passkey,
+            "ip": ip,
+            "user_agent": user_agent,
+            "request_id": request_id,
+        }.items()
+        if v is not _UNSET
+    }
+    if "actor" in given and given["actor"] is not None and not isinstance(given["actor"], Actor):
+        raise TypeError("audit_context(actor=...) takes an Actor, e.g. Actor.system('nightly-job')")
+    parent = _current.get()
+    ctx = parent.child(**given) if parent is not None else RequestContext(**given)
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+

@@ -1,0 +1,120 @@
+"""One audit entry: its fields, its JSON form, and its content digest.
+
+Canonical form (what :func:`digest` hashes, so anyone can re-verify with their
+own code): the entry's fields except ``seq`` and ``digest`` as one JSON
+object, keys sorted, no insignificant whitespace (separators ``,`` and
+``:``), non-ASCII characters written as themselves, UTF-8 encoded;
+``occurred_at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC. The digest is the
+lowercase hex SHA-256 of those bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ulid import ULID
+
+#: The fields covered by the digest, in the order exports and the API show them.
+CONTENT_FIELDS = (
+    "id",
+    "tenant_id",
+    "occurred_at",
+    "action",
+    "feature",
+    "operation",
+    "entity_type",
+    "entity_id",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "passkey",
+    "ip",
+    "country",
+    "user_agent",
+    "client",
+    "request_id",
+    "metadata",
+    "before",
+    "after",
+)
+
+
+def new_entry_id() -> str:
+    """``log_`` + a ULID: unique, and sortable by creation time."""
+    return "log_" + str(ULID())
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as an aware UTC datetime (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def iso(value: dt.datetime) -> str:
+    """The one timestamp format of whodid: UTC, microseconds, ``Z``."""
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(row: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of an entry (see the module docstring)."""
+    doc = {name: row.get(name) for name in CONTENT_FIELDS}
+    doc["occurred_at"] = iso(row["occurred_at"])
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def digest(row: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(row)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An audit entry as read back from the database."""
+
+    id: str
+    tenant_id: str | None
+    occurred_at: dt.datetime
+    action: str
+    feature: str
+    operation: str
+    entity_type: str | None
+    entity_id: str | None
+    actor_type: str
+    actor_id: str | None
+    actor_label: str | None
+    passkey: bool
+    ip: str | None
+    country: str | None
+    user_agent: str | None
+    client: dict[str, Any] | None
+    request_id: str | None
+    metadata: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    seq: int
+    digest: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Entry:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["occurred_at"] = utc(values["occurred_at"])
+        values["passkey"] = bool(values["passkey"])
+        values["metadata"] = values["metadata"] or {}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as the HTTP API and NDJSON export show it."""
+        data = asdict(self)
+        data["occurred_at"] = iso(self.occurred_at)
+        return data
+
+    def verify_digest(self) -> bool:
+        """Whether the stored digest matches the entry's content."""
+        return digest(asdict(self)) == self.digest

@@ -1,0 +1,13 @@
+"""Exceptions raised by whodid. Every message says what to do next."""
+
+
+class WhodidError(Exception):
+    """Base class of every error whodid raises on purpose."""
+
+
+class ConfigurationError(WhodidError, ValueError):
+    """whodid was set up wrongly; raised at start-up, before any request runs."""
+
+
+class InvalidQuery(WhodidError, ValueError):
+    """A filter, cursor or date range of a query cannot be used as given."""

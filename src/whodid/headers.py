@@ -1,0 +1,139 @@
+"""What the ASGI and WSGI middlewares share: trusted proxies, request ids, headers.
+
+Nothing here trusts the client. Forwarding headers are honoured only when the
+peer is a configured proxy; request ids are checked against a small alphabet
+and a length bound; header bytes of any encoding become bounded text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from whodid.errors import ConfigurationError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+REQUEST_ID_HEADER = "X-Request-ID"
+MAX_REQUEST_ID = 128
+MAX_USER_AGENT = 1024
+# Letters, digits and the punctuation real tracing systems use (UUIDs, ULIDs,
+# AWS "Root=1-...", W3C-ish ids). Anything else could smuggle markup or log
+# injection into the dashboard and exports.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+/-]{0,127}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def new_request_id() -> str:
+    # 128 random bits: unique without coordination, and the cheapest good id
+    # to make on every request (uuid4 costs several times more).
+    return os.urandom(16).hex()
+
+
+def valid_request_id(value: str | None) -> str | None:
+    """``value`` if it is a usable request id, else None."""
+    if value and len(value) <= MAX_REQUEST_ID and _REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def header_text(raw: bytes | str | None, limit: int = MAX_USER_AGENT) -> str | None:
+    """Header bytes as printable text of at most ``limit`` characters, or None."""
+    if not raw:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw[: limit * 4].decode("utf-8", "replace")
+    text = _CONTROL.sub("", raw[:limit]).strip()
+    return text or None
+
+
+def parse_networks(proxies: Iterable[str] | str | None) -> tuple[IPNetwork, ...]:
+    """Parse ``trusted_proxies``; raises ConfigurationError naming the bad entry."""
+    if proxies is None:
+        return ()
+    if isinstance(proxies, str):
+        proxies = [proxies]
+    networks = []
+    for item in proxies:
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"trusted_proxies entry {item!r} is not an IP address or network; "
+                "use forms like '10.0.0.0/8', '127.0.0.1' or '::1'"
+            ) from None
+    return tuple(networks)
+
+
+def parse_ip(value: str | None) -> IPAddress | None:
+    """An address from a peer or forwarding header (ports and brackets allowed)."""
+    if not value:
+        return None
+    value = value.strip().strip('"')
+    if value.startswith("["):  # "[2001:db8::1]:443"
+        value = value[1 : value.find("]")] if "]" in value else ""
+    elif value.count(":") == 1:  # "203.0.113.7:51000"
+        value = value.split(":", 1)[0]
+    if not value or len(value) > 45:
+        return None
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _forwarded_for(header: str) -> list[str]:
+    """The ``for=`` values of an RFC 7239 Forwarded header, in order."""
+    hops = []
+    for element in header.split(","):
+        for pair in element.split(";"):
+            name, _, value = pair.partition("=")
+            if name.strip().lower() == "for":
+                hops.append(value.strip())
+    return hops
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyResolver:
+    """Finds the client address behind a chain of trusted proxies."""
+
+    trusted: tuple[IPNetwork, ...] = ()
+
+    def is_trusted(self, ip: IPAddress) -> bool:
+        return any(ip in net for net in self.trusted)
+
+    def client_ip(
+        self, peer: str | None, forwarded: str | None, x_forwarded_for: str | None
+    ) -> str | None:
+        """The client address, walking forwarding headers right to left.
+
+        A hop is believed only if every hop to its right (and the peer) is a
+        trusted proxy; the first untrusted hop is the client. Garbage in the
+        chain stops the walk at the last address we could trust.
+        """
+        ip = parse_ip(peer)
+        if ip is None:
+            return None
+        if not self.trusted or not self.is_trusted(ip):
+            return str(ip)
+        if forwarded:
+            hops = _forwarded_for(forwarded)
+        elif x_forwarded_for:
+            hops = x_forwarded_for.split(",")
+        else:
+            hops = []
+        for raw in reversed(hops[-32:]):
+            hop = parse_ip(raw)
+            if hop is None:
+                break
+            ip = hop
+            if not self.is_trusted(hop):
+                break
+        return str(ip)

@@ -1,0 +1,118 @@
+"""Turns changes into entry rows and inserts them on the caller's connection.
+
+The connection is the one of the flush (or of the session passed to
+``record``), so entries commit and roll back with the change they describe.
+All entries of one flush go out in one executemany, which SQLAlchemy sends as
+a single multi-row INSERT where the driver allows it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
+from whodid.enrich import Enricher, default_enricher
+from whodid.entry import digest, new_entry_id
+from whodid.schema import entries
+from whodid.values import to_json
+
+
+@dataclass(slots=True)
+class Change:
+    """What happened to one resource, before it becomes an entry."""
+
+    feature: str
+    operation: str
+    entity_type: str | None = None
+    entity_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    action: str | None = None
+    tenant_id: str | None = None
+
+
+# A value longer than its column would fail the whole transaction on
+# PostgreSQL; an audit write must never take the user's change down with it.
+_LIMITS = {
+    c.name: c.type.length
+    for c in entries.columns
+    if isinstance(getattr(c.type, "length", None), int) and c.name not in ("id", "digest")
+}
+
+
+def _bound(row: dict[str, Any]) -> None:
+    for name, limit in _LIMITS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            row[name] = value[:limit]
+
+
+class Writer:
+    def __init__(self, enricher: Enricher | None = None) -> None:
+        self.enricher = enricher
+
+    def rows(
+        self,
+        changes: Sequence[Change],
+        ctx: RequestContext | None = None,
+        occurred_at: dt.datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Entry rows for ``changes``, attributed to ``ctx`` (default: the current one)."""
+        if ctx is None:
+            ctx = current_context()
+        now = occurred_at or dt.datetime.now(dt.UTC)
+        shared = self._context_fields(ctx)
+        rows = []
+        for change in changes:
+            row = {
+                **shared,
+                "id": new_entry_id(),
+                "occurred_at": now,
+                "action": change.action or f"{change.feature}.{change.operation}",
+                "feature": change.feature,
+                "operation": change.operation,
+                "entity_type": change.entity_type,
+                "entity_id": change.entity_id,
+                "metadata": to_json(dict(change.metadata)),
+                "before": change.before,
+                "after": change.after,
+            }
+            if change.tenant_id is not None and shared["tenant_id"] is None:
+                row["tenant_id"] = change.tenant_id
+            _bound(row)
+            row["digest"] = digest(row)
+            rows.append(row)
+        return rows
+
+    def _context_fields(self, ctx: RequestContext | None) -> dict[str, Any]:
+        if ctx is None:
+            actor, tenant_id, passkey, ip, ua, request_id = UNATTRIBUTED, None, False, None, None, None
+            enricher = self.enricher
+        else:
+            actor = ctx.actor or ANONYMOUS
+            tenant_id, passkey, ip = ctx.tenant_id, ctx.passkey, ctx.ip
+            ua, request_id = ctx.user_agent, ctx.request_id
+            enricher = ctx.source.enricher or self.enricher
+        enricher = enricher or default_enricher()
+        return {
+            "tenant_id": tenant_id,
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "actor_label": actor.label,
+            "passkey": bool(passkey),
+            "ip": ip,
+            "country": enricher.country(ip) if ip else None,
+            "user_agent": ua,
+            "client": enricher.client(ua) if ua else None,
+            "request_id": request_id,
+        }
+
+    def write(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            connection.execute(entries.insert(), list(rows))

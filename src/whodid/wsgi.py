@@ -1,0 +1,132 @@
+"""WSGI middleware (Flask, Django-on-WSGI, any WSGI app): the same capture as ASGI.
+
+Resolvers receive the WSGI ``environ``; inside Flask they may also use
+``flask.g`` or ``flask_login.current_user``, since they run during the request,
+when the first entry is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from whodid.enrich import Enricher
+
+from whodid.context import Actor, RequestContext, _current
+from whodid.headers import (
+    REQUEST_ID_HEADER,
+    ProxyResolver,
+    header_text,
+    new_request_id,
+    parse_networks,
+    valid_request_id,
+)
+from whodid.resolvers import Resolvers, ResolverSource
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+else:
+    StartResponse = WSGIApplication = WSGIEnvironment = Any
+
+Environ = dict[str, Any]
+
+
+class WSGIAuditMiddleware:
+    """Capture actor, tenant, passkey, client IP, user agent and request id (WSGI)."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        actor: Callable[[Environ], Actor | None] | None = None,
+        tenant: Callable[[Environ], str | None] | None = None,
+        passkey: Callable[[Environ], bool | None] | None = None,
+        trusted_proxies: Iterable[str] | str | None = None,
+        geoip_db: str | os.PathLike[str] | None = None,
+        header_name: str = REQUEST_ID_HEADER,
+    ) -> None:
+        self.app = app
+        self.resolvers = Resolvers(actor, tenant, passkey)
+        self.proxies = ProxyResolver(parse_networks(trusted_proxies))
+        self.enricher = Enricher(geoip_db) if geoip_db is not None else None
+        self.header_name = header_name
+        self.environ_key = "HTTP_" + header_name.upper().replace("-", "_")
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        raw = environ.get(self.environ_key)
+        request_id = valid_request_id(raw) if isinstance(raw, str) else None
+        if request_id is None:
+            request_id = new_request_id()
+        environ["whodid.request_id"] = request_id
+        ctx = RequestContext(request_id=request_id, source=_EnvironSource(self, environ))
+        token = _current.set(ctx)
+
+        def start_with_request_id(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            headers.append((self.header_name, request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start_with_request_id)
+        except BaseException:
+            _current.reset(token)
+            raise
+        # The body may be a generator that still writes while the server
+        # iterates it, so the context lives until the server closes it.
+        return _ClosingBody(body, lambda: _current.reset(token))
+
+
+class _ClosingBody:
+    def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
+        self.body = body
+        self.done = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            # Reset from another thread/context than the one that set it raises
+            # ValueError: that context is gone anyway, nothing to undo.
+            with contextlib.suppress(ValueError):
+                self.done()
+
+
+class _EnvironSource(ResolverSource):
+    """Reads the lazy context fields of one WSGI request from its environ."""
+
+    def __init__(self, mw: WSGIAuditMiddleware, environ: Environ) -> None:
+        self.mw = mw
+        self.environ = environ
+        self.resolvers = mw.resolvers
+        self.enricher = mw.enricher
+
+    def request(self) -> Environ:
+        return self.environ
+
+    def ip(self) -> str | None:
+        forwarded = xff = None
+        if self.mw.proxies.trusted:
+            forwarded = header_text(_wsgi_str(self.environ.get("HTTP_FORWARDED")), 4096)
+            xff = header_text(_wsgi_str(self.environ.get("HTTP_X_FORWARDED_FOR")), 4096)
+        return self.mw.proxies.client_ip(self.environ.get("REMOTE_ADDR"), forwarded, xff)
+
+    def user_agent(self) -> str | None:
+        return header_text(_wsgi_str(self.environ.get("HTTP_USER_AGENT")))
+
+
+def _wsgi_str(value: object) -> bytes | None:
+    # PEP 3333 hands headers over as latin-1 decoded str; undo that so UTF-8
+    # user agents come out right, and anything else is replaced, not raised.
+    if isinstance(value, str):
+        return value.encode("latin-1", "replace")
+    return None
