@@ -1,13 +1,13 @@
 """whodid: who did what, when, from where, for Python web apps.
 
-    auditor = Auditor(engine)
-    auditor.create_all()
-    auditor.instrument(Session)
+auditor = Auditor(engine)
+auditor.create_all()
+auditor.instrument(Session)
 
-    @auditor.track(feature="customer")
-    class Customer(Base): ...
+@auditor.track(feature="customer")
+class Customer(Base): ...
 
-    app.add_middleware(AuditMiddleware, actor=resolve_actor)
+app.add_middleware(AuditMiddleware, actor=resolve_actor)
 """
 
 from whodid.auditor import Auditor

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
-from whodid.enrich import Enricher
 
 from whodid.context import Actor, RequestContext, _current
+from whodid.enrich import Enricher
 from whodid.headers import (
     REQUEST_ID_HEADER,
     ProxyResolver,

@@ -221,4 +221,3 @@ def audit_context(
         yield ctx
     finally:
         _current.reset(token)
-

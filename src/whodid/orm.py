@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, inspect, select, tuple_
+from sqlalchemy import Column, event, inspect, select, tuple_
 from sqlalchemy.exc import NoInspectionAvailable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
@@ -138,7 +138,9 @@ def make_spec(
             f"{model.__name__} has no primary key, so its entries could not name the "
             "row they are about; give the table a primary key"
         )
-    column_attrs = {a.key: a for a in mapper.column_attrs}
+    # mapper.columns, unlike column_attrs, does not configure the mappers, so
+    # @track works on a model whose relationships name classes defined later.
+    column_attrs = {key: col for key, col in mapper.columns.items() if isinstance(col, Column)}
     exclude, redact = set(exclude), set(redact)
     for name in (*exclude, *redact, *([tenant] if tenant else [])):
         if name not in column_attrs:
@@ -146,9 +148,7 @@ def make_spec(
                 f"{model.__name__} has no column attribute {name!r}; "
                 f"known columns: {', '.join(sorted(column_attrs))}"
             )
-    columns = tuple(
-        (key, attr.columns[0].name) for key, attr in column_attrs.items() if key not in exclude
-    )
+    columns = tuple((key, col.name) for key, col in column_attrs.items() if key not in exclude)
     redacted = frozenset(
         key for key, column in columns if key in redact or redactor(key) or redactor(column)
     )

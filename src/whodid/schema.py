@@ -83,7 +83,7 @@ _POSTGRES_TRIGGERS = [
     f"""CREATE OR REPLACE FUNCTION {TABLE}_reject() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION '% rejected: {APPEND_ONLY_MESSAGE}', TG_OP
+            RAISE EXCEPTION '%% rejected: {APPEND_ONLY_MESSAGE}', TG_OP
                 USING ERRCODE = 'insufficient_privilege';
         END $$""",
     f"DROP TRIGGER IF EXISTS {TABLE}_no_change ON {TABLE}",
@@ -98,6 +98,7 @@ _POSTGRES_TRIGGERS = [
 for _sql in _SQLITE_TRIGGERS:
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="sqlite"))
 for _sql in _POSTGRES_TRIGGERS:
+    # DDL() formats its text with %, hence the %% for plpgsql placeholders.
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="postgresql"))
 
 

@@ -92,7 +92,14 @@ class Writer:
 
     def _context_fields(self, ctx: RequestContext | None) -> dict[str, Any]:
         if ctx is None:
-            actor, tenant_id, passkey, ip, ua, request_id = UNATTRIBUTED, None, False, None, None, None
+            actor, tenant_id, passkey, ip, ua, request_id = (
+                UNATTRIBUTED,
+                None,
+                False,
+                None,
+                None,
+                None,
+            )
             enricher = self.enricher
         else:
             actor = ctx.actor or ANONYMOUS

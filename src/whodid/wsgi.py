@@ -12,9 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from whodid.enrich import Enricher
-
 from whodid.context import Actor, RequestContext, _current
+from whodid.enrich import Enricher
 from whodid.headers import (
     REQUEST_ID_HEADER,
     ProxyResolver,
@@ -54,9 +53,7 @@ class WSGIAuditMiddleware:
         self.header_name = header_name
         self.environ_key = "HTTP_" + header_name.upper().replace("-", "_")
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         raw = environ.get(self.environ_key)
         request_id = valid_request_id(raw) if isinstance(raw, str) else None
         if request_id is None:
