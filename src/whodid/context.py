@@ -110,31 +110,31 @@ class RequestContext:
     def actor(self) -> Actor | None:
         if self._actor is _UNSET:
             self._actor = self.source.actor()
-        return self._actor  # type: ignore[no-any-return]
+        return self._actor
 
     @property
     def tenant_id(self) -> str | None:
         if self._tenant_id is _UNSET:
             self._tenant_id = self.source.tenant_id()
-        return self._tenant_id  # type: ignore[no-any-return]
+        return self._tenant_id
 
     @property
     def passkey(self) -> bool:
         if self._passkey is _UNSET:
             self._passkey = bool(self.source.passkey())
-        return self._passkey  # type: ignore[no-any-return]
+        return self._passkey
 
     @property
     def ip(self) -> str | None:
         if self._ip is _UNSET:
             self._ip = self.source.ip()
-        return self._ip  # type: ignore[no-any-return]
+        return self._ip
 
     @property
     def user_agent(self) -> str | None:
         if self._user_agent is _UNSET:
             self._user_agent = self.source.user_agent()
-        return self._user_agent  # type: ignore[no-any-return]
+        return self._user_agent
 
     def child(self, **overrides: Any) -> RequestContext:
         """A copy with some fields replaced; unresolved fields stay lazy."""
@@ -200,7 +200,7 @@ def audit_context(
 
     Fields not given are inherited from the enclosing context, if any.
     """
-    given = {
+    given: dict[str, Any] = {
         k: v
         for k, v in {
             "actor": actor,

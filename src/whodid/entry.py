@@ -102,7 +102,7 @@ class Entry:
     digest: str
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Entry:
+    def from_row(cls, row: Mapping[Any, Any]) -> Entry:
         values = {f.name: row[f.name] for f in fields(cls)}
         values["occurred_at"] = utc(values["occurred_at"])
         values["passkey"] = bool(values["passkey"])

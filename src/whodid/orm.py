@@ -30,7 +30,7 @@ from sqlalchemy.orm import (
     scoped_session,
     sessionmaker,
 )
-from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE
+from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 
 from whodid.diff import _MISSING, nested_change
 from whodid.errors import ConfigurationError

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import String
 from sqlalchemy.engine import Connection
 
 from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
@@ -39,10 +40,10 @@ class Change:
 
 # A value longer than its column would fail the whole transaction on
 # PostgreSQL; an audit write must never take the user's change down with it.
-_LIMITS = {
+_LIMITS: dict[str, int] = {
     c.name: c.type.length
     for c in entries.columns
-    if isinstance(getattr(c.type, "length", None), int) and c.name not in ("id", "digest")
+    if isinstance(c.type, String) and c.type.length and c.name not in ("id", "digest")
 }
 
 
