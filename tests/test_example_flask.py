@@ -14,9 +14,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
-from werkzeug.test import TestResponse
-
 from examples.flask_app import (
     ApiKey,
     Payment,
@@ -27,6 +24,9 @@ from examples.flask_app import (
     db,
     session_cookie,
 )
+from flask import Flask
+from werkzeug.test import TestResponse
+
 from whodid import Actor, audit_context, current_context
 from whodid.schema import entries
 
@@ -62,16 +62,20 @@ class Org:
         json: Any = None,
         headers: dict[str, str] | None = None,
         environ: dict[str, Any] | None = None,
+        cookies: dict[str, str] | None = None,
     ) -> TestResponse:
         sent = {"User-Agent": UA, **(headers or {})}
+        client = self.app.test_client()
         if as_ == "key":
             sent["Authorization"] = f"Bearer {self.secret}"
         elif as_ == "user":
-            sent["Cookie"] = f"session={self.cookie}"
+            client.set_cookie("session", self.cookie)
+        for name, value in (cookies or {}).items():
+            client.set_cookie(name, value)
         # buffered=True makes the test client close the body like a real
         # server does; the middleware's context ends at close().
-        response = self.app.test_client().open(
-            path, method=method, json=json, headers=sent, environ_base=environ, buffered=True
+        response = client.open(
+            path, method=method, json=json, headers=sent, environ_base=environ or {}, buffered=True
         )
         assert current_context() is None, "the request's audit context outlived it"
         return response
@@ -220,7 +224,12 @@ def test_refund_writes_update_and_event_with_one_request_id(org: Org) -> None:
     created = org.call(
         "POST",
         "/payments",
-        json={"customer": customer["id"], "amount": "12.5", "currency": "USD", "source": "tok_visa"},
+        json={
+            "customer": customer["id"],
+            "amount": "12.5",
+            "currency": "USD",
+            "source": "tok_visa",
+        },
     )
     assert created.status_code == 201, created.json
     payment = created.json
@@ -339,18 +348,22 @@ def test_customer_with_payments_cannot_be_deleted(org: Org) -> None:
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "cookies"),
     [
-        {},
-        {"Authorization": "Bearer sk_live_not-a-real-key"},
-        {"Authorization": "Basic dXNlcjpwYXNz"},
-        {"Cookie": "session=usr_forged.0000"},
+        ({}, {}),
+        ({"Authorization": "Bearer sk_live_not-a-real-key"}, {}),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, {}),
+        ({}, {"session": "usr_forged.0000"}),
     ],
     ids=["nothing", "unknown-key", "basic", "forged-cookie"],
 )
-def test_unauthenticated_requests_are_rejected(org: Org, headers: dict[str, str]) -> None:
+def test_unauthenticated_requests_are_rejected(
+    org: Org, headers: dict[str, str], cookies: dict[str, str]
+) -> None:
     count = len(audit_rows(org.app))
-    response = org.call("POST", "/customers", as_="nobody", headers=headers, json={"email": "a@b"})
+    response = org.call(
+        "POST", "/customers", as_="nobody", headers=headers, cookies=cookies, json={"email": "a@b"}
+    )
     assert response.status_code == 401
     assert response.json["error"]["type"] == "unauthenticated"
     assert len(audit_rows(org.app)) == count
@@ -397,9 +410,7 @@ def test_client_ip_only_from_trusted_proxy(org: Org) -> None:
         headers={"X-Forwarded-For": "203.0.113.9"},
         environ={"REMOTE_ADDR": "198.51.100.7"},
     )
-    ip = {
-        e["request_id"]: e["ip"] for e in audit_rows(org.app, action="customer.create")
-    }
+    ip = {e["request_id"]: e["ip"] for e in audit_rows(org.app, action="customer.create")}
     assert ip[behind_proxy.headers["X-Request-ID"]] == "203.0.113.9"
     assert ip[direct.headers["X-Request-ID"]] == "198.51.100.7"
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import IO, Any, TypeVar, overload
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
+from whodid import export as _export
+from whodid import query as _query
 from whodid import schema
 from whodid.context import Actor, audit_context
 from whodid.enrich import Enricher
-from whodid.errors import ConfigurationError
+from whodid.entry import Entry
+from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.orm import OrmCapture, make_spec
+from whodid.query import ANY_TENANT, Filters, Page
 from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.writer import Change, Writer
 
@@ -196,3 +201,53 @@ class Auditor:
             raise ConfigurationError(
                 f"record(session=...) takes a Session or Connection, got {session!r}"
             )
+
+    # -- reading --------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        tenant_id: Any = ANY_TENANT,
+        **filters: Any,
+    ) -> Page:
+        """One page of entries matching every filter given, newest first.
+
+        Filters: action (one or several), feature, operation, actor_type,
+        actor_id, user_id, api_key_id, entity_type, entity_id, request_id, ip,
+        q (free text over every detail field), start, end (datetimes or ISO
+        8601 strings; at most 366 days apart, the last 366 days by default).
+        Pass ``page.next_cursor`` back as ``cursor`` for the next page.
+        Without ``tenant_id`` every tenant is read: the HTTP API always scopes.
+        """
+        spec = Filters.build(tenant_id=tenant_id, **filters)
+        with _query.connect(self._bind()) as conn:
+            return _query.list_page(conn, spec, limit=limit, cursor=cursor)
+
+    def get(self, entry_id: str, *, tenant_id: Any = ANY_TENANT) -> Entry | None:
+        """The entry with this id, or None (also when it belongs to another tenant)."""
+        with _query.connect(self._bind()) as conn:
+            return _query.get_entry(conn, entry_id, tenant_id)
+
+    def related(self, entry_id: str, *, tenant_id: Any = ANY_TENANT) -> builtins.list[Entry]:
+        """Entries of the same request or chain as ``entry_id``, oldest first."""
+        with _query.connect(self._bind()) as conn:
+            entry = _query.get_entry(conn, entry_id, tenant_id)
+            return [] if entry is None else _query.related_entries(conn, entry, tenant_id)
+
+    def export(
+        self,
+        fileobj: IO[str] | IO[bytes],
+        format: _export.Format = "csv",
+        *,
+        tenant_id: Any = ANY_TENANT,
+        progress: Callable[[int], None] | None = None,
+        **filters: Any,
+    ) -> int:
+        """Write every matching entry (no span limit) as CSV or NDJSON; returns the count."""
+        if format not in _export.FORMATS:
+            raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
+        spec = Filters.build(tenant_id=tenant_id, **filters)
+        with _query.connect(self._bind()) as conn:
+            return _export.write(fileobj, _query.iter_entries(conn, spec), format, progress)

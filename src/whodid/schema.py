@@ -8,6 +8,8 @@ PostgreSQL the triggers that reject UPDATE, DELETE and TRUNCATE.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,8 +21,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    cast,
     event,
+    func,
+    literal_column,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import DDL
@@ -61,11 +68,12 @@ entries = Table(
 
 # One index per question the query API answers, each led by tenant_id so no
 # query ever scans another tenant's rows, and ending in the pagination key.
-Index("ix_whodid_tenant_time", entries.c.tenant_id, entries.c.occurred_at, entries.c.seq)
-Index("ix_whodid_entity", entries.c.tenant_id, entries.c.entity_type, entries.c.entity_id)
-Index("ix_whodid_actor", entries.c.tenant_id, entries.c.actor_id, entries.c.seq)
-Index("ix_whodid_request", entries.c.tenant_id, entries.c.request_id)
-Index("ix_whodid_action", entries.c.tenant_id, entries.c.action, entries.c.seq)
+_c = entries.c
+Index("ix_whodid_tenant_time", _c.tenant_id, _c.occurred_at, _c.seq)
+Index("ix_whodid_entity", _c.tenant_id, _c.entity_id, _c.occurred_at, _c.seq)
+Index("ix_whodid_actor", _c.tenant_id, _c.actor_id, _c.occurred_at, _c.seq)
+Index("ix_whodid_action", _c.tenant_id, _c.action, _c.occurred_at, _c.seq)
+Index("ix_whodid_request", _c.tenant_id, _c.request_id)
 
 APPEND_ONLY_MESSAGE = (
     f"{TABLE} is append-only: audit entries are write-once and cannot be "
@@ -96,9 +104,60 @@ _POSTGRES_TRIGGERS = [
 ]
 
 # DDL's constructor is not annotated upstream.
+SEARCHED = (
+    "actor_id",
+    "actor_label",
+    "ip",
+    "request_id",
+    "user_agent",
+    "entity_type",
+    "entity_id",
+    "action",
+    "metadata",
+)
+
+
+def search_text() -> Any:
+    """Every detail field as one lower-case text: what the ``q`` filter searches."""
+    # Literals inline, not bound: PostgreSQL matches an expression index only
+    # against the same expression with the same constants.
+    empty: Any = literal_column("''")
+    space: Any = literal_column("' '")
+    joined: Any = None
+    for name in SEARCHED:
+        column: Any = entries.c[name]
+        part = func.coalesce(cast(column, Text) if name == "metadata" else column, empty)
+        joined = part if joined is None else joined.op("||")(space).op("||")(part)
+    return func.lower(joined, type_=Text)
+
+
+_pg_dialect: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
+_search_sql = str(
+    search_text().compile(dialect=_pg_dialect, compile_kwargs={"include_table": False})
+)
+
+# Free-text search (q) on PostgreSQL: a trigram index over the searched text.
+# pg_trgm is a trusted extension, but a role may still lack CREATE on the
+# database; then search works, by scanning, and a notice says why.
+_POSTGRES_SEARCH = [
+    """DO $$ BEGIN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'whodid: no pg_trgm (needs CREATE on the database); q will scan';
+    END $$""",
+    # The index exists only if the extension does; the expression must be the
+    # very one search_text() renders, or the planner will not use it.
+    f"""DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+            EXECUTE $q$CREATE INDEX IF NOT EXISTS ix_whodid_search ON {TABLE}
+                USING gin (({_search_sql}) gin_trgm_ops)$q$;
+        END IF;
+    END $$""",
+]
+
 for _sql in _SQLITE_TRIGGERS:
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
-for _sql in _POSTGRES_TRIGGERS:
+for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH:
     # DDL() formats its text with %, hence the %% for plpgsql placeholders.
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 

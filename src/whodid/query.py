@@ -1,0 +1,308 @@
+"""Reading the log: validated filters, keyset pagination, detail and related entries.
+
+Pages are ordered newest first by ``(occurred_at, seq)`` and continue from an
+opaque cursor holding the last row's key, so page 10,000 costs what page 1
+costs (an index range scan, no OFFSET) and entries that arrive between pages
+neither shift nor repeat what follows.
+
+A cursor also carries a fingerprint of the filters (tenant included) it was
+made for: used with other filters it is refused, as is any cursor whose
+checksum does not match. Forging one gains nothing: the tenant condition is
+part of every query, whatever the cursor says.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from whodid.entry import Entry, iso, utc
+from whodid.errors import InvalidQuery
+from whodid.schema import entries, search_text
+
+MAX_SPAN = dt.timedelta(days=366)
+MAX_LIMIT = 200
+ACTOR_TYPES = ("user", "api_key", "system", "anonymous")
+MAX_VALUE = 400
+
+
+class _AnyTenant:
+    def __repr__(self) -> str:
+        return "ANY_TENANT"
+
+
+#: Default of the Python API's ``tenant_id``: trusted code may read every tenant.
+#: The HTTP API always passes the viewer's tenant (None meaning single-tenant rows).
+ANY_TENANT: Any = _AnyTenant()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters of a list or export, checked on construction."""
+
+    tenant_id: Any = ANY_TENANT
+    action: tuple[str, ...] = ()
+    feature: str | None = None
+    operation: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None
+    user_id: str | None = None
+    api_key_id: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    request_id: str | None = None
+    ip: str | None = None
+    q: str | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    @classmethod
+    def build(cls, **given: Any) -> Filters:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise InvalidQuery(
+                f"unknown filter {', '.join(unknown)}; known filters: {', '.join(sorted(names))}"
+            )
+        values: dict[str, Any] = {}
+        for name, value in given.items():
+            if value is None or (name == "tenant_id" and value is ANY_TENANT):
+                values[name] = value
+            elif name == "action":
+                actions = [value] if isinstance(value, str) else list(value)
+                values[name] = tuple(_text("action", a) for a in actions if a)
+            elif name in ("start", "end"):
+                values[name] = _datetime(name, value)
+            elif name == "tenant_id":
+                values[name] = _text(name, value)
+            else:
+                values[name] = _text(name, value)
+        filters = cls(**values)
+        if filters.actor_type is not None and filters.actor_type not in ACTOR_TYPES:
+            raise InvalidQuery(
+                f"actor_type {filters.actor_type!r} is not one of {', '.join(ACTOR_TYPES)}"
+            )
+        if filters.start and filters.end and filters.end < filters.start:
+            raise InvalidQuery(
+                f"the range ends ({iso(filters.end)}) before it starts ({iso(filters.start)})"
+            )
+        return filters
+
+    def window(self, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+        """The date range of a list query: at most 366 days, the last 366 by default."""
+        now = now or dt.datetime.now(dt.UTC)
+        end = self.end or now
+        start = self.start or (end - MAX_SPAN)
+        if end - start > MAX_SPAN:
+            raise InvalidQuery(
+                f"a list query spans at most 366 days, this one spans {(end - start).days}; "
+                "narrow start/end, or use export for longer ranges"
+            )
+        return start, end
+
+    def conditions(self) -> list[Any]:
+        """WHERE conditions for every filter given (the date range excepted)."""
+        c = entries.c
+        where: list[Any] = []
+        if self.tenant_id is not ANY_TENANT:
+            where.append(
+                c.tenant_id.is_(None) if self.tenant_id is None else c.tenant_id == self.tenant_id
+            )
+        if self.action:
+            where.append(
+                c.action.in_(self.action) if len(self.action) > 1 else c.action == self.action[0]
+            )
+        for name in (
+            "feature",
+            "operation",
+            "actor_type",
+            "actor_id",
+            "entity_type",
+            "entity_id",
+            "request_id",
+            "ip",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                where.append(c[name] == value)
+        if self.user_id is not None:
+            where += [c.actor_type == "user", c.actor_id == self.user_id]
+        if self.api_key_id is not None:
+            where += [c.actor_type == "api_key", c.actor_id == self.api_key_id]
+        if self.q:
+            where.append(search_text().contains(self.q.lower(), autoescape=True))
+        return where
+
+    def fingerprint(self) -> str:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tenant_id"] = "*" if self.tenant_id is ANY_TENANT else self.tenant_id
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The filters given, JSON-ready (for the export's own audit entry)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value is ANY_TENANT or value == ():
+                continue
+            out[f.name] = iso(value) if isinstance(value, dt.datetime) else value
+        return out
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str | int):
+        raise InvalidQuery(f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > MAX_VALUE:
+        raise InvalidQuery(f"{name} is longer than {MAX_VALUE} characters")
+    if "\x00" in text:
+        raise InvalidQuery(f"{name} contains a NUL character")
+    return text
+
+
+def _datetime(name: str, value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return utc(value)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidQuery(
+                f"{name} {value[:40]!r} is not an ISO 8601 date or time, "
+                "e.g. 2026-03-01 or 2026-03-01T14:32:00Z"
+            ) from None
+        return utc(parsed)
+    raise InvalidQuery(f"{name} must be a datetime or an ISO 8601 string")
+
+
+# -- cursors ----------------------------------------------------------------
+
+
+def encode_cursor(entry: Entry, filters: Filters) -> str:
+    payload = json.dumps([iso(entry.occurred_at), entry.seq, filters.fingerprint()])
+    check = hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return base64.urlsafe_b64encode(f"{payload}|{check}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, filters: Filters) -> tuple[dt.datetime, int]:
+    bad = InvalidQuery(
+        "cursor is not valid: pass next_cursor exactly as a previous page returned it, "
+        "with the same filters"
+    )
+    if not isinstance(cursor, str) or len(cursor) > 300:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        payload, check = raw.rsplit("|", 1)
+        if hashlib.sha256(payload.encode()).hexdigest()[:12] != check:
+            raise bad
+        when, seq, fingerprint = json.loads(payload)
+        occurred = utc(dt.datetime.fromisoformat(when.replace("Z", "+00:00")))
+    except (ValueError, binascii.Error, TypeError, UnicodeDecodeError):
+        raise bad from None
+    if fingerprint != filters.fingerprint() or not isinstance(seq, int):
+        raise bad
+    return occurred, seq
+
+
+# -- reading ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    entries: list[Entry] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+def _occurred(value: dt.datetime, conn: Connection) -> Any:
+    # SQLite stores naive UTC text; compare with the same shape.
+    return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+
+
+def list_page(
+    conn: Connection, filters: Filters, limit: int = 50, cursor: str | None = None
+) -> Page:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    start, end = filters.window()
+    c = entries.c
+    where = filters.conditions()
+    where += [c.occurred_at >= _occurred(start, conn), c.occurred_at <= _occurred(end, conn)]
+    if cursor is not None:
+        at, seq = decode_cursor(cursor, filters)
+        at_db = _occurred(at, conn)
+        where.append(sa.or_(c.occurred_at < at_db, sa.and_(c.occurred_at == at_db, c.seq < seq)))
+    stmt = (
+        sa.select(entries)
+        .where(*where)
+        .order_by(c.occurred_at.desc(), c.seq.desc())
+        .limit(limit + 1)
+    )
+    rows = [Entry.from_row(r) for r in conn.execute(stmt).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1], filters) if more else None)
+
+
+def iter_entries(conn: Connection, filters: Filters, batch: int = 2000) -> Iterator[Entry]:
+    """Every match, oldest first, streamed with a server-side cursor (no span limit)."""
+    c = entries.c
+    where = filters.conditions()
+    if filters.start:
+        where.append(c.occurred_at >= _occurred(filters.start, conn))
+    if filters.end:
+        where.append(c.occurred_at <= _occurred(filters.end, conn))
+    stmt = sa.select(entries).where(*where).order_by(c.occurred_at, c.seq)
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+    for row in result.mappings():
+        yield Entry.from_row(row)
+
+
+def get_entry(conn: Connection, entry_id: str, tenant_id: Any = ANY_TENANT) -> Entry | None:
+    if not isinstance(entry_id, str) or len(entry_id) > 40:
+        return None
+    stmt = sa.select(entries).where(entries.c.id == entry_id)
+    stmt = stmt.where(*Filters(tenant_id=tenant_id).conditions())
+    row = conn.execute(stmt).mappings().first()
+    return Entry.from_row(row) if row else None
+
+
+def related_entries(
+    conn: Connection, entry: Entry, tenant_id: Any = ANY_TENANT, limit: int = 100
+) -> list[Entry]:
+    """Entries of the same request, and of the same chain (``metadata.chain_id``)."""
+    c = entries.c
+    links = []
+    if entry.request_id:
+        links.append(c.request_id == entry.request_id)
+    chain = entry.metadata.get("chain_id") if isinstance(entry.metadata, dict) else None
+    if isinstance(chain, str):
+        links.append(c["metadata"]["chain_id"].as_string() == chain)
+    if not links:
+        return []
+    stmt = (
+        sa.select(entries)
+        .where(sa.or_(*links), c.id != entry.id, *Filters(tenant_id=tenant_id).conditions())
+        .order_by(c.occurred_at, c.seq)
+        .limit(limit)
+    )
+    return [Entry.from_row(r) for r in conn.execute(stmt).mappings()]
+
+
+def connect(bind: Engine | Connection) -> Any:
+    """A connection context for ``bind``, which may already be a connection."""
+    return nullcontext(bind) if isinstance(bind, Connection) else bind.connect()
