@@ -1,16 +1,17 @@
-"""A small async payments API whose every change lands in whodid's audit log.
+r"""A small async payments API whose every change lands in whodid's audit log.
 
 Run it with::
 
     DATABASE_URL=sqlite+aiosqlite:///./payments.db \
-        uvicorn examples.fastapi_app:app_from_env --factory --proxy-headers=false
+        uvicorn examples.fastapi_app:app_from_env --factory --no-proxy-headers
 
 then, for example::
 
     curl -X POST localhost:8000/customers \
         -H "Authorization: Bearer sk_live_demo_4eC39HqLyjWDarjtT1zdp7dc" \
         -H "Content-Type: application/json" -d '{"email": "ada@example.com", "name": "Ada"}'
-    curl localhost:8000/audit/recent -H "Authorization: Bearer sk_live_demo_4eC39HqLyjWDarjtT1zdp7dc"
+    curl localhost:8000/audit/recent \
+        -H "Authorization: Bearer sk_live_demo_4eC39HqLyjWDarjtT1zdp7dc"
 
 What it shows:
 
@@ -402,9 +403,7 @@ def create_app(database_url: str) -> FastAPI:
         return PaymentOut.of(payment)
 
     @app.post("/payments/{payment_id}/refund")
-    async def refund_payment(
-        payment_id: str, body: RefundIn, session: Db, who: Auth
-    ) -> PaymentOut:
+    async def refund_payment(payment_id: str, body: RefundIn, session: Db, who: Auth) -> PaymentOut:
         payment = await session.get(Payment, payment_id)
         if payment is None or payment.account_id != who.account_id:
             raise HTTPException(404, "no such payment")

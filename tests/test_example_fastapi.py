@@ -22,9 +22,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
+from examples.fastapi_app import DEMO_API_KEY, OTHER_API_KEY, create_app, sign_session
 from fastapi import FastAPI
 
-from examples.fastapi_app import DEMO_API_KEY, OTHER_API_KEY, create_app, sign_session
 from models import read_entries
 from pgserver import with_driver
 from whodid import Entry
@@ -98,8 +98,12 @@ async def api(async_db_url: str) -> AsyncIterator[Api]:
 async def test_create_as_api_key_is_attributed_from_the_sync_threadpool_dependency(api: Api):
     r = await api.client.post(
         "/customers",
-        json={"email": "ada@example.com", "name": "Ada", "tax_id": "DE123456789",
-              "metadata": {"plan": {"tier": "free"}}},
+        json={
+            "email": "ada@example.com",
+            "name": "Ada",
+            "tax_id": "DE123456789",
+            "metadata": {"plan": {"tier": "free"}},
+        },
         headers={**KEY, "X-Request-ID": "req-create-1", "User-Agent": "billing-cron/2.1"},
     )
     assert r.status_code == 201, r.text
@@ -132,7 +136,9 @@ async def test_create_as_api_key_is_attributed_from_the_sync_threadpool_dependen
 
 @pytest.mark.anyio
 async def test_update_as_user_with_passkey_records_only_changed_fields(api: Api):
-    cid = await api.customer(tax_id="DE1", metadata={"plan": {"tier": "free", "seats": 3}, "src": "import"})
+    cid = await api.customer(
+        tax_id="DE1", metadata={"plan": {"tier": "free", "seats": 3}, "src": "import"}
+    )
     r = await api.client.patch(
         f"/customers/{cid}",
         json={
@@ -198,7 +204,11 @@ async def test_refund_writes_the_row_change_and_the_event_under_one_request_id(a
     assert update.after == {"amount_refunded": "4.00", "status": "partial"}
     assert (refund.feature, refund.operation) == ("payment", "refund")
     assert (refund.entity_type, refund.entity_id) == ("payment", pid)
-    assert refund.metadata == {"amount": "4.00", "currency": "EUR", "reason": "requested_by_customer"}
+    assert refund.metadata == {
+        "amount": "4.00",
+        "currency": "EUR",
+        "reason": "requested_by_customer",
+    }
     for e in found:
         assert (e.actor_type, e.actor_id, e.tenant_id) == ("api_key", "key_demo", "acct_demo")
 
@@ -246,7 +256,12 @@ async def test_a_request_that_fails_after_changing_rows_writes_no_entry(api: Api
     # declined; the rollback must take the entry with it.
     r = await api.client.post(
         "/payments",
-        json={"customer_id": cid, "amount": "99.00", "currency": "EUR", "source": "tok_chargeDeclined"},
+        json={
+            "customer_id": cid,
+            "amount": "99.00",
+            "currency": "EUR",
+            "source": "tok_chargeDeclined",
+        },
         headers=KEY,
     )
     assert r.status_code == 402
@@ -290,8 +305,12 @@ async def test_credentials_appear_nowhere_in_the_log(api: Api):
 
     rows = await api.raw_rows()
     assert {r["action"] for r in rows} == {
-        "customer.create", "customer.update", "customer.delete",
-        "payment.create", "payment.update", "payment.refund",
+        "customer.create",
+        "customer.update",
+        "customer.delete",
+        "payment.create",
+        "payment.update",
+        "payment.refund",
     }
     dump = json.dumps(rows, default=str)
     for secret in (
@@ -376,14 +395,20 @@ async def test_asyncpg_driver(pg_url: str):
         assert r.status_code == 200
         pid = await api.payment(cid, "1234567890.12")
         r = await api.client.post(
-            f"/payments/{pid}/refund", json={"amount": "0.12"}, headers={**KEY, "X-Request-ID": "pg-1"}
+            f"/payments/{pid}/refund",
+            json={"amount": "0.12"},
+            headers={**KEY, "X-Request-ID": "pg-1"},
         )
         assert r.status_code == 200, r.text
         found = await api.entries()
     assert [e.action for e in found] == [
-        "customer.create", "customer.update", "payment.create", "payment.update", "payment.refund",
+        "customer.create",
+        "customer.update",
+        "payment.create",
+        "payment.update",
+        "payment.refund",
     ]
-    create, update, payment, refund_update, refund = found
+    _, update, payment, refund_update, refund = found
     assert update.before == {"metadata_": {"a": {"b": 1}}}
     assert update.after == {"metadata_": {"a": {"b": 2}}}
     assert (update.actor_id, update.passkey) == ("usr_ada", True)
@@ -447,8 +472,16 @@ def test_under_a_real_uvicorn_server(sqlite_url: str):
         created, updated, forwarded = read_entries(engine)
     finally:
         engine.dispose()
-    assert (created.action, created.ip, created.request_id) == ("customer.create", "127.0.0.1", "uvicorn-1")
+    assert (created.action, created.ip, created.request_id) == (
+        "customer.create",
+        "127.0.0.1",
+        "uvicorn-1",
+    )
     assert created.user_agent is not None and created.user_agent.startswith("python-httpx/")
-    assert (updated.action, updated.ip, updated.request_id) == ("customer.update", "127.0.0.1", patch_rid)
+    assert (updated.action, updated.ip, updated.request_id) == (
+        "customer.update",
+        "127.0.0.1",
+        patch_rid,
+    )
     assert updated.actor_id == "usr_ada"
     assert forwarded.ip == "198.51.100.7"

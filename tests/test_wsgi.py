@@ -326,11 +326,6 @@ def test_peer_address(peer: str | None, expected: str | None) -> None:
 # A proxy appends the real client to whatever X-Forwarded-For the client sent.
 # Cutting the header to its first 4096 characters keeps the client's part and
 # drops the proxy's, so a long enough header lets the client pick its address.
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: wsgi.py _EnvironSource.ip truncates forwarding headers from the left "
-    "(header_text(..., 4096) keeps the first 4096 chars), dropping the proxy-appended hops",
-)
 def test_long_x_forwarded_for_cannot_spoof_the_client() -> None:
     client_part = "," * (4096 - len("6.6.6.6")) + "6.6.6.6"
     seen, _ = see(
@@ -549,12 +544,6 @@ def test_resolvers_are_called_for_a_request_that_writes(sqlite_url: str) -> None
     auditor.engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: Auditor.record() wraps the write in audit_context(), whose child "
-    "context resolves the lazy fields for itself and never caches them on the request's "
-    "context, so every record() call runs every resolver again",
-)
 def test_resolvers_are_called_once_per_request_however_many_entries(sqlite_url: str) -> None:
     auditor = Auditor(sqlite_url)
     auditor.create_all()
@@ -669,11 +658,6 @@ def test_base_exceptions_reset_the_context_too() -> None:
     assert current_context() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: wsgi.py _ClosingBody.close() resets the ContextVar token again on a "
-    "second close(), raising RuntimeError ('Token ... has already been used once')",
-)
 def test_closing_the_body_twice_is_harmless() -> None:
     body = WSGIAuditMiddleware(_app)(environ(), lambda *a: None)
     body.close()  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from whodid.enrich import Enricher
 from whodid.headers import (
     REQUEST_ID_HEADER,
     ProxyResolver,
+    forwarding_chain,
     header_text,
     new_request_id,
     parse_networks,
@@ -88,7 +89,10 @@ class AuditMiddleware:
 
             async def send_with_request_id(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    message = {**message, "headers": [*message.get("headers", ()), echoed]}
+                    headers = message.get("headers", ())
+                    # The app may have set the id itself; never send two.
+                    if not any(name.lower() == wanted for name, _ in headers):
+                        message = {**message, "headers": [*headers, echoed]}
                 await send(message)
 
             await self.app(scope, receive, send_with_request_id)
@@ -113,18 +117,17 @@ class _ScopeSource(ResolverSource):
         return self._connection
 
     def _header(self, wanted: bytes) -> bytes | None:
-        for name, value in self.scope["headers"]:
-            if name == wanted:
-                return value  # type: ignore[no-any-return]
-        return None
+        # A header sent on several lines counts as one comma-joined list (RFC 9110).
+        values = [value for name, value in self.scope["headers"] if name == wanted]
+        return b", ".join(values) if values else None
 
     def ip(self) -> str | None:
         client = self.scope.get("client")
         peer = client[0] if client else None
         forwarded = xff = None
         if self.mw.proxies.trusted:
-            forwarded = header_text(self._header(b"forwarded"), 4096)
-            xff = header_text(self._header(b"x-forwarded-for"), 4096)
+            forwarded = forwarding_chain(self._header(b"forwarded"))
+            xff = forwarding_chain(self._header(b"x-forwarded-for"))
         return self.mw.proxies.client_ip(peer, forwarded, xff)
 
     def user_agent(self) -> str | None:

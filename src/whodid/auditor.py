@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from whodid import export as _export
 from whodid import query as _query
 from whodid import schema
-from whodid.context import Actor, audit_context
+from whodid.context import Actor, RequestContext, current_context
 from whodid.enrich import Enricher
 from whodid.entry import Entry
 from whodid.errors import ConfigurationError, InvalidQuery
@@ -186,8 +186,10 @@ class Auditor:
             overrides["actor"] = actor
         if tenant_id is not None:
             overrides["tenant_id"] = tenant_id
-        with audit_context(**overrides):
-            rows = self.writer.rows([change])
+        ctx = current_context()
+        if overrides:
+            ctx = ctx.child(**overrides) if ctx is not None else RequestContext(**overrides)
+        rows = self.writer.rows([change], ctx)
         if isinstance(session, Session):
             self.writer.write(session.connection(), rows)
         elif isinstance(session, Connection):

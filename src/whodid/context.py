@@ -61,6 +61,7 @@ class ContextSource:
     """Where a context's lazy fields come from; the middlewares subclass it."""
 
     enricher: Enricher | None = None
+    in_request = False
 
     def actor(self) -> Actor | None:
         return None
@@ -83,9 +84,22 @@ _UNSET: Any = object()
 
 
 class RequestContext:
-    """The audit context of one request or :func:`audit_context` block."""
+    """The audit context of one request or :func:`audit_context` block.
 
-    __slots__ = ("_actor", "_ip", "_passkey", "_tenant_id", "_user_agent", "request_id", "source")
+    A field not given is asked of the parent context (a block inside a
+    request) or, at the top, of the source (the middleware's resolvers), once.
+    """
+
+    __slots__ = (
+        "_actor",
+        "_ip",
+        "_passkey",
+        "_tenant_id",
+        "_user_agent",
+        "parent",
+        "request_id",
+        "source",
+    )
 
     def __init__(
         self,
@@ -95,60 +109,59 @@ class RequestContext:
         passkey: bool = _UNSET,
         ip: str | None = _UNSET,
         user_agent: str | None = _UNSET,
-        request_id: str | None = None,
+        request_id: str | None = _UNSET,
         source: ContextSource = _NO_SOURCE,
+        parent: RequestContext | None = None,
     ) -> None:
         self._actor = actor
         self._tenant_id = tenant_id
         self._passkey = passkey
         self._ip = ip
         self._user_agent = user_agent
-        self.request_id = request_id
-        self.source = source
+        if request_id is _UNSET:
+            request_id = parent.request_id if parent is not None else None
+        self.request_id: str | None = request_id
+        self.source: ContextSource = parent.source if parent is not None else source
+        self.parent = parent
 
     @property
     def actor(self) -> Actor | None:
         if self._actor is _UNSET:
-            self._actor = self.source.actor()
+            self._actor = self.parent.actor if self.parent else self.source.actor()
         return self._actor
 
     @property
     def tenant_id(self) -> str | None:
         if self._tenant_id is _UNSET:
-            self._tenant_id = self.source.tenant_id()
+            self._tenant_id = self.parent.tenant_id if self.parent else self.source.tenant_id()
         return self._tenant_id
 
     @property
     def passkey(self) -> bool:
         if self._passkey is _UNSET:
-            self._passkey = bool(self.source.passkey())
+            self._passkey = self.parent.passkey if self.parent else bool(self.source.passkey())
         return self._passkey
 
     @property
     def ip(self) -> str | None:
         if self._ip is _UNSET:
-            self._ip = self.source.ip()
+            self._ip = self.parent.ip if self.parent else self.source.ip()
         return self._ip
 
     @property
     def user_agent(self) -> str | None:
         if self._user_agent is _UNSET:
-            self._user_agent = self.source.user_agent()
+            self._user_agent = self.parent.user_agent if self.parent else self.source.user_agent()
         return self._user_agent
 
+    @property
+    def in_request(self) -> bool:
+        """Whether this context comes from an HTTP request (not only a block)."""
+        return self.source.in_request
+
     def child(self, **overrides: Any) -> RequestContext:
-        """A copy with some fields replaced; unresolved fields stay lazy."""
-        fields: dict[str, Any] = {
-            "actor": self._actor,
-            "tenant_id": self._tenant_id,
-            "passkey": self._passkey,
-            "ip": self._ip,
-            "user_agent": self._user_agent,
-            "request_id": self.request_id,
-            "source": self.source,
-        }
-        fields.update(overrides)
-        return RequestContext(**fields)
+        """A context for a nested block: ``overrides``, the rest from this one."""
+        return RequestContext(parent=self, **overrides)
 
     def __repr__(self) -> str:
         return (
@@ -200,22 +213,17 @@ def audit_context(
 
     Fields not given are inherited from the enclosing context, if any.
     """
-    given: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "actor": actor,
-            "tenant_id": tenant_id,
-            "passkey": passkey,
-            "ip": ip,
-            "user_agent": user_agent,
-            "request_id": request_id,
-        }.items()
-        if v is not _UNSET
-    }
-    if "actor" in given and given["actor"] is not None and not isinstance(given["actor"], Actor):
+    if actor is not None and actor is not _UNSET and not isinstance(actor, Actor):
         raise TypeError("audit_context(actor=...) takes an Actor, e.g. Actor.system('nightly-job')")
-    parent = _current.get()
-    ctx = parent.child(**given) if parent is not None else RequestContext(**given)
+    ctx = RequestContext(
+        actor=actor,
+        tenant_id=tenant_id,
+        passkey=passkey,
+        ip=ip,
+        user_agent=user_agent,
+        request_id=request_id,
+        parent=_current.get(),
+    )
     token = _current.set(ctx)
     try:
         yield ctx

@@ -51,6 +51,22 @@ def header_text(raw: bytes | str | None, limit: int = MAX_USER_AGENT) -> str | N
     return text or None
 
 
+MAX_FORWARDED = 4096
+
+
+def forwarding_chain(raw: bytes | None) -> str | None:
+    """A forwarding header as text, keeping its *end* when it is too long.
+
+    The hops a trusted proxy appended are at the end; the start is whatever
+    the client wrote. Cutting the end off would let a client pad the header
+    until its own forged hop is the last one left.
+    """
+    if raw and len(raw) > MAX_FORWARDED:
+        # Drop the first, possibly partial, hop of the tail.
+        raw = raw[-MAX_FORWARDED:].partition(b",")[2]
+    return header_text(raw, MAX_FORWARDED)
+
+
 def parse_networks(proxies: Iterable[str] | str | None) -> tuple[IPNetwork, ...]:
     """Parse ``trusted_proxies``; raises ConfigurationError naming the bad entry."""
     if proxies is None:

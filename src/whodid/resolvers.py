@@ -46,6 +46,7 @@ class ResolverSource(ContextSource):
     """Lazy context fields that come from the resolvers, given the request object."""
 
     resolvers: Resolvers
+    in_request = True
 
     def request(self) -> Any:
         raise NotImplementedError

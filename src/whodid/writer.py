@@ -103,7 +103,9 @@ class Writer:
             )
             enricher = self.enricher
         else:
-            actor = ctx.actor or ANONYMOUS
+            # Nobody named in a request: someone unauthenticated. Nobody named
+            # in a script or job block: the system itself.
+            actor = ctx.actor or (ANONYMOUS if ctx.in_request else UNATTRIBUTED)
             tenant_id, passkey, ip = ctx.tenant_id, ctx.passkey, ctx.ip
             ua, request_id = ctx.user_agent, ctx.request_id
             enricher = ctx.source.enricher or self.enricher

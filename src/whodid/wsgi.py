@@ -17,6 +17,7 @@ from whodid.enrich import Enricher
 from whodid.headers import (
     REQUEST_ID_HEADER,
     ProxyResolver,
+    forwarding_chain,
     header_text,
     new_request_id,
     parse_networks,
@@ -62,10 +63,14 @@ class WSGIAuditMiddleware:
         ctx = RequestContext(request_id=request_id, source=_EnvironSource(self, environ))
         token = _current.set(ctx)
 
+        wanted = self.header_name.lower()
+
         def start_with_request_id(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            headers.append((self.header_name, request_id))
+            # The app may have set the id itself; never send two.
+            if not any(name.lower() == wanted for name, _ in headers):
+                headers.append((self.header_name, request_id))
             return start_response(status, headers, exc_info)
 
         try:
@@ -81,7 +86,7 @@ class WSGIAuditMiddleware:
 class _ClosingBody:
     def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
         self.body = body
-        self.done = done
+        self.done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.body)
@@ -92,10 +97,12 @@ class _ClosingBody:
             if close is not None:
                 close()
         finally:
+            done, self.done = self.done, None  # servers may close twice
             # Reset from another thread/context than the one that set it raises
             # ValueError: that context is gone anyway, nothing to undo.
-            with contextlib.suppress(ValueError):
-                self.done()
+            if done is not None:
+                with contextlib.suppress(ValueError):
+                    done()
 
 
 class _EnvironSource(ResolverSource):
@@ -113,8 +120,8 @@ class _EnvironSource(ResolverSource):
     def ip(self) -> str | None:
         forwarded = xff = None
         if self.mw.proxies.trusted:
-            forwarded = header_text(_wsgi_str(self.environ.get("HTTP_FORWARDED")), 4096)
-            xff = header_text(_wsgi_str(self.environ.get("HTTP_X_FORWARDED_FOR")), 4096)
+            forwarded = forwarding_chain(_wsgi_str(self.environ.get("HTTP_FORWARDED")))
+            xff = forwarding_chain(_wsgi_str(self.environ.get("HTTP_X_FORWARDED_FOR")))
         return self.mw.proxies.client_ip(self.environ.get("REMOTE_ADDR"), forwarded, xff)
 
     def user_agent(self) -> str | None:

@@ -1,0 +1,227 @@
+"""The JSON endpoints of the audit log, as a Starlette app."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from whodid import export as _export
+from whodid import query as _query
+from whodid.auditor import Auditor
+from whodid.context import Actor
+from whodid.errors import InvalidQuery
+from whodid.web.openapi import openapi_document
+
+log = logging.getLogger("whodid.web")
+
+READ_ROLES = frozenset({"owner", "admin"})
+# Query parameter -> Filters field. Anything else is refused, so a typo never
+# silently widens a query.
+FILTER_PARAMS = {
+    "action": "action",
+    "feature": "feature",
+    "operation": "operation",
+    "actor_type": "actor_type",
+    "actor_id": "actor_id",
+    "user_id": "user_id",
+    "api_key_id": "api_key_id",
+    "entity_type": "entity_type",
+    "entity_id": "entity_id",
+    "request_id": "request_id",
+    "ip": "ip",
+    "q": "q",
+    "start_date": "start",
+    "end_date": "end",
+}
+PAGE_PARAMS = ("limit", "cursor")
+EXPORT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is reading the log: their tenant and role (and, optionally, actor)."""
+
+    tenant_id: str | None
+    role: str
+    actor: Actor | None = None
+
+
+Authorize = Callable[[Request], Any]  # -> viewer or None, or an awaitable of one
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _field(viewer: Any, name: str) -> Any:
+    return viewer.get(name) if isinstance(viewer, dict) else getattr(viewer, name, None)
+
+
+class AuditAPI:
+    def __init__(self, auditor: Auditor, authorize: Authorize) -> None:
+        if not callable(authorize):
+            raise TypeError("audit_app(authorize=...) must be a callable taking the request")
+        self.auditor = auditor
+        self.authorize = authorize
+
+    async def viewer(self, request: Request) -> Any:
+        viewer = self.authorize(request)
+        if inspect.isawaitable(viewer):
+            viewer = await viewer
+        if viewer is None:
+            raise _Refused(error(401, "unauthenticated", "sign in to read the audit log"))
+        if _field(viewer, "role") not in READ_ROLES:
+            raise _Refused(error(403, "forbidden", "only owners and admins can read the audit log"))
+        return viewer
+
+    def filters(self, request: Request, viewer: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+        params = request.query_params
+        unknown = sorted(set(params) - set(FILTER_PARAMS) - set(allowed))
+        if unknown:
+            raise InvalidQuery(
+                f"unknown parameter {', '.join(unknown)}; "
+                f"known: {', '.join([*FILTER_PARAMS, *allowed])}"
+            )
+        given: dict[str, Any] = {"tenant_id": _field(viewer, "tenant_id")}
+        for param, name in FILTER_PARAMS.items():
+            values = params.getlist(param)
+            if not values:
+                continue
+            if param == "action":
+                given[name] = [a for v in values for a in v.split(",") if a]
+            elif len(values) > 1:
+                raise InvalidQuery(f"{param} was given {len(values)} times; give it once")
+            else:
+                given[name] = values[0]
+        return given
+
+    # -- endpoints -------------------------------------------------------------
+
+    async def list(self, request: Request) -> Response:
+        viewer = await self.viewer(request)
+        given = self.filters(request, viewer, PAGE_PARAMS)
+        raw_limit = request.query_params.get("limit", "50")
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise InvalidQuery(
+                f"limit must be an integer from 1 to 200, got {raw_limit[:20]!r}"
+            ) from None
+        cursor = request.query_params.get("cursor")
+        page = await run_in_threadpool(
+            lambda: self.auditor.list(limit=limit, cursor=cursor, **given)
+        )
+        return JSONResponse(
+            {"data": [e.to_dict() for e in page.entries], "next_cursor": page.next_cursor}
+        )
+
+    async def detail(self, request: Request) -> Response:
+        viewer = await self.viewer(request)
+        entry_id = request.path_params["entry_id"]
+        tenant = _field(viewer, "tenant_id")
+        entry = await run_in_threadpool(lambda: self.auditor.get(entry_id, tenant_id=tenant))
+        if entry is None:
+            return error(404, "not_found", f"no audit log entry {entry_id[:40]!r}")
+        related = await run_in_threadpool(lambda: self.auditor.related(entry_id, tenant_id=tenant))
+        return JSONResponse({**entry.to_dict(), "related": [e.to_dict() for e in related]})
+
+    async def export(self, request: Request) -> Response:
+        viewer = await self.viewer(request)
+        format = request.path_params["format"]
+        if format not in _export.FORMATS:
+            return error(404, "not_found", "exports are export.csv or export.ndjson")
+        given = self.filters(request, viewer, ())
+        spec = _query.Filters.build(**given)  # bad input is a 400 before streaming starts
+        filename = f"audit-log.{format}"
+        return StreamingResponse(
+            self._export_lines(spec, format, viewer),
+            media_type=_export.MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    def _export_lines(self, spec: _query.Filters, format: Any, viewer: Any) -> Iterator[str]:
+        # A sync generator: Starlette iterates it in a worker thread, with the
+        # request's context, so the database reads never block the event loop.
+        count = 0
+
+        def counted(entries: Iterator[Any]) -> Iterator[Any]:
+            nonlocal count
+            for entry in entries:
+                count += 1
+                yield entry
+
+        chunk: list[str] = []
+        with _query.connect(self.auditor._bind()) as conn:
+            for line in _export.lines(counted(_query.iter_entries(conn, spec)), format):
+                chunk.append(line)
+                if len(chunk) >= EXPORT_CHUNK:
+                    yield "".join(chunk)
+                    chunk = []
+        if chunk:
+            yield "".join(chunk)
+        # Taking a copy of the evidence is itself an action auditors ask about.
+        actor = _field(viewer, "actor")
+        self.auditor.record(
+            "audit_log.export",
+            actor=actor if isinstance(actor, Actor) else None,
+            tenant_id=_field(viewer, "tenant_id"),
+            metadata={"format": format, "filters": spec.as_dict(), "rows": count},
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(str(request.base_url).rstrip("/")))
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    return error(400, "invalid_request", str(exc))
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Refused)
+    return exc.response
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("audit log API failed")
+    return error(500, "internal_error", "the audit log could not answer; see the server log")
+
+
+def audit_app(auditor: Auditor, *, authorize: Authorize) -> Starlette:
+    """A Starlette app serving the audit log's JSON API; mount it anywhere."""
+    api = AuditAPI(auditor, authorize)
+    routes = [
+        Route("/audit-logs", api.list),
+        Route("/audit-logs/export.{format}", api.export),
+        Route("/audit-logs/{entry_id}", api.detail),
+        Route("/openapi.json", api.openapi),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            InvalidQuery: _invalid,
+            _Refused: _refused,
+            HTTPException: _http,
+            Exception: _crash,
+        },
+    )
