@@ -504,25 +504,23 @@ def file_auditor(tmp_path: Path) -> Iterator[Auditor]:
     engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: Auditor.record() resolves in a child audit_context whose lazy fields are "
-    "not shared with the request's context, so each record() and the ORM flush call the "
-    "resolvers again (auditor.py:184, context.py RequestContext.child)",
-)
 async def test_resolvers_are_called_once_even_with_several_recorded_events(file_auditor: Auditor):
     res = resolvers()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         file_auditor.record("auth.signin.failed")
         file_auditor.record("export.created")
+        # An override builds a nested context; the rest still comes from the request's.
+        file_auditor.record("key.rotated", actor=Actor.system("rotator"))
         ctx = current_context()
         assert ctx is not None and ctx.actor is not None
         await respond(send)
 
-    await call(AuditMiddleware(app, **res), scope_of([(b"x-user", b"usr_1")]))
+    headers = [(b"x-user", b"usr_1"), (b"x-tenant", b"org_1")]
+    await call(AuditMiddleware(app, **res), scope_of(headers))
     assert file_auditor.engine is not None
-    assert [e.actor_id for e in read_entries(file_auditor.engine)] == ["usr_1", "usr_1"]
+    found = [(e.actor_id, e.tenant_id, e.passkey) for e in read_entries(file_auditor.engine)]
+    assert found == [("usr_1", "org_1", True), ("usr_1", "org_1", True), ("rotator", "org_1", True)]
     assert [r.calls for r in res.values()] == [1, 1, 1]
 
 

@@ -195,6 +195,12 @@ def test_child_keeps_unresolved_fields_lazy():
     assert child.tenant_id == "org_lazy"
     assert source.calls == {"tenant_id": 1}
     assert child.request_id == "r1"
+    # Resolved through the parent, so the request resolves each field once,
+    # however many nested blocks (or record() calls with overrides) ask.
+    assert parent.tenant_id == "org_lazy"
+    assert parent.child(passkey=True).tenant_id == "org_lazy"
+    assert source.calls == {"tenant_id": 1}
+    assert parent.actor == Actor.user("usr_lazy")  # the override stayed in the child
 
 
 def test_explicit_values_win_over_the_source():

@@ -17,16 +17,36 @@ from whodid.writer import Change
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def put(auditor: Auditor, *, days_ago: float = 0, tenant: str | None = "org_1",
-        actor: Actor = Actor.user("usr_1", "ada@example.com"), action: str = "customer.create",
-        entity: tuple[str, str] = ("customer", "cus_1"), request_id: str | None = None,
-        ip: str | None = "203.0.113.9", metadata: dict | None = None,
-        user_agent: str | None = "Mozilla/5.0 Firefox/120.0") -> None:
+def put(
+    auditor: Auditor,
+    *,
+    days_ago: float = 0,
+    tenant: str | None = "org_1",
+    actor: Actor = Actor.user("usr_1", "ada@example.com"),
+    action: str = "customer.create",
+    entity: tuple[str, str] = ("customer", "cus_1"),
+    request_id: str | None = None,
+    ip: str | None = "203.0.113.9",
+    metadata: dict | None = None,
+    user_agent: str | None = "Mozilla/5.0 Firefox/120.0",
+) -> None:
     feature, _, operation = action.partition(".")
-    ctx = RequestContext(actor=actor, tenant_id=tenant, passkey=False, ip=ip,
-                         user_agent=user_agent, request_id=request_id)
-    change = Change(feature=feature, operation=operation, action=action,
-                    entity_type=entity[0], entity_id=entity[1], metadata=metadata or {})
+    ctx = RequestContext(
+        actor=actor,
+        tenant_id=tenant,
+        passkey=False,
+        ip=ip,
+        user_agent=user_agent,
+        request_id=request_id,
+    )
+    change = Change(
+        feature=feature,
+        operation=operation,
+        action=action,
+        entity_type=entity[0],
+        entity_id=entity[1],
+        metadata=metadata or {},
+    )
     rows = auditor.writer.rows([change], ctx, occurred_at=NOW - dt.timedelta(days=days_ago))
     with auditor.engine.begin() as conn:  # type: ignore[union-attr]
         auditor.writer.write(conn, rows)
@@ -41,18 +61,53 @@ def auditor(engine: sa.Engine) -> Auditor:
 
 @pytest.fixture
 def log(auditor: Auditor) -> Auditor:
-    put(auditor, days_ago=3, action="customer.create", entity=("customer", "cus_1"),
-        request_id="req_a")
-    put(auditor, days_ago=2, action="api_key.create", actor=Actor.api_key("key_9", "sk_live_ab"),
-        entity=("api_key", "key_10"), ip="198.51.100.7", metadata={"scope": "payments:write"})
-    put(auditor, days_ago=1, action="payment.refund", entity=("payment", "pay_123"),
-        request_id="req_b", metadata={"amount": "5.00", "chain_id": "chk_1"})
-    put(auditor, days_ago=1, action="payment.update", entity=("payment", "pay_123"),
-        request_id="req_b")
-    put(auditor, days_ago=0.5, action="receipt.create", entity=("receipt", "rct_1"),
-        request_id="req_c", metadata={"chain_id": "chk_1"})
-    put(auditor, days_ago=0.1, action="customer.update", tenant="org_2",
-        actor=Actor.user("usr_2", "eve@globex.example"), entity=("customer", "cus_1"))
+    put(
+        auditor,
+        days_ago=3,
+        action="customer.create",
+        entity=("customer", "cus_1"),
+        request_id="req_a",
+    )
+    put(
+        auditor,
+        days_ago=2,
+        action="api_key.create",
+        actor=Actor.api_key("key_9", "sk_live_ab"),
+        entity=("api_key", "key_10"),
+        ip="198.51.100.7",
+        metadata={"scope": "payments:write"},
+    )
+    put(
+        auditor,
+        days_ago=1,
+        action="payment.refund",
+        entity=("payment", "pay_123"),
+        request_id="req_b",
+        metadata={"amount": "5.00", "chain_id": "chk_1"},
+    )
+    put(
+        auditor,
+        days_ago=1,
+        action="payment.update",
+        entity=("payment", "pay_123"),
+        request_id="req_b",
+    )
+    put(
+        auditor,
+        days_ago=0.5,
+        action="receipt.create",
+        entity=("receipt", "rct_1"),
+        request_id="req_c",
+        metadata={"chain_id": "chk_1"},
+    )
+    put(
+        auditor,
+        days_ago=0.1,
+        action="customer.update",
+        tenant="org_2",
+        actor=Actor.user("usr_2", "eve@globex.example"),
+        entity=("customer", "cus_1"),
+    )
     put(auditor, days_ago=400, action="customer.delete", entity=("customer", "cus_old"))
     return auditor
 
@@ -63,8 +118,13 @@ def actions(page) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_newest_first_within_the_default_366_days(log):
     page = log.list(tenant_id="org_1")
-    assert actions(page) == ["receipt.create", "payment.update", "payment.refund",
-                             "api_key.create", "customer.create"]
+    assert actions(page) == [
+        "receipt.create",
+        "payment.update",
+        "payment.refund",
+        "api_key.create",
+        "customer.create",
+    ]
     assert page.next_cursor is None
 
 
@@ -87,12 +147,22 @@ def test_newest_first_within_the_default_366_days(log):
         ({"q": "SK_LIVE"}, ["api_key.create"]),  # actor label, case-insensitive
         ({"q": "payments:write"}, ["api_key.create"]),  # metadata
         ({"q": "req_c"}, ["receipt.create"]),  # request id
-        ({"q": "firefox"}, ["receipt.create", "payment.update", "payment.refund",
-                            "api_key.create", "customer.create"]),  # user agent
+        (
+            {"q": "firefox"},
+            [
+                "receipt.create",
+                "payment.update",
+                "payment.refund",
+                "api_key.create",
+                "customer.create",
+            ],
+        ),  # user agent
         ({"q": "pay_1"}, ["payment.update", "payment.refund"]),  # entity id
         ({"q": "100%_"}, []),  # LIKE wildcards are literal
-        ({"start": NOW - dt.timedelta(days=1, hours=1), "end": NOW - dt.timedelta(hours=1)},
-         ["receipt.create", "payment.update", "payment.refund"]),
+        (
+            {"start": NOW - dt.timedelta(days=1, hours=1), "end": NOW - dt.timedelta(hours=1)},
+            ["receipt.create", "payment.update", "payment.refund"],
+        ),
     ],
 )
 def test_filters_combine_with_and(log, filters, expected):
@@ -157,8 +227,13 @@ def test_get_and_related_are_tenant_scoped(log):
 
 
 def test_export_csv_has_every_match_utc_and_neutralised_cells(log):
-    put(log, action="customer.update", entity=("customer", "=HYPERLINK(\"http://x\")"),
-        actor=Actor.user("usr_1", "+1 555 0100"), metadata={"note": "@SUM(A1)"})
+    put(
+        log,
+        action="customer.update",
+        entity=("customer", '=HYPERLINK("http://x")'),
+        actor=Actor.user("usr_1", "+1 555 0100"),
+        metadata={"note": "@SUM(A1)"},
+    )
     out = io.StringIO()
     count = log.export(out, "csv", tenant_id="org_1")
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
@@ -190,6 +265,12 @@ def test_search_uses_the_trigram_index_on_postgresql(pg_url):
         from whodid.query import Filters
 
         stmt = sa.select(sa.literal(1)).where(*Filters.build(q="needle").conditions())
-        plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + str(
-            stmt.compile(conn, compile_kwargs={"literal_binds": True})))))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                sa.text(
+                    "EXPLAIN " + str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+                )
+            )
+        )
     assert "ix_whodid_search" in plan

@@ -227,6 +227,12 @@ class Auditor:
         with _query.connect(self._bind()) as conn:
             return _query.list_page(conn, spec, limit=limit, cursor=cursor)
 
+    def count(self, *, tenant_id: Any = ANY_TENANT, **filters: Any) -> int:
+        """How many entries match (no date limit), e.g. for an export's progress bar."""
+        spec = Filters.build(tenant_id=tenant_id, **filters)
+        with _query.connect(self._bind()) as conn:
+            return _query.count_entries(conn, spec)
+
     def get(self, entry_id: str, *, tenant_id: Any = ANY_TENANT) -> Entry | None:
         """The entry with this id, or None (also when it belongs to another tenant)."""
         with _query.connect(self._bind()) as conn:

@@ -261,15 +261,24 @@ def list_page(
 def iter_entries(conn: Connection, filters: Filters, batch: int = 2000) -> Iterator[Entry]:
     """Every match, oldest first, streamed with a server-side cursor (no span limit)."""
     c = entries.c
-    where = filters.conditions()
-    if filters.start:
-        where.append(c.occurred_at >= _occurred(filters.start, conn))
-    if filters.end:
-        where.append(c.occurred_at <= _occurred(filters.end, conn))
-    stmt = sa.select(entries).where(*where).order_by(c.occurred_at, c.seq)
+    stmt = sa.select(entries).where(*_unbounded_where(conn, filters)).order_by(c.occurred_at, c.seq)
     result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
     for row in result.mappings():
         yield Entry.from_row(row)
+
+
+def _unbounded_where(conn: Connection, filters: Filters) -> list[Any]:
+    where = filters.conditions()
+    if filters.start:
+        where.append(entries.c.occurred_at >= _occurred(filters.start, conn))
+    if filters.end:
+        where.append(entries.c.occurred_at <= _occurred(filters.end, conn))
+    return where
+
+
+def count_entries(conn: Connection, filters: Filters) -> int:
+    stmt = sa.select(sa.func.count()).select_from(entries).where(*_unbounded_where(conn, filters))
+    return int(conn.execute(stmt).scalar_one())
 
 
 def get_entry(conn: Connection, entry_id: str, tenant_id: Any = ANY_TENANT) -> Entry | None:
