@@ -15,6 +15,7 @@ from whodid.context import RequestContext
 from whodid.writer import Change
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+ADA = Actor.user("usr_1", "ada@example.com")
 
 
 def put(
@@ -22,7 +23,7 @@ def put(
     *,
     days_ago: float = 0,
     tenant: str | None = "org_1",
-    actor: Actor = Actor.user("usr_1", "ada@example.com"),
+    actor: Actor = ADA,
     action: str = "customer.create",
     entity: tuple[str, str] = ("customer", "cus_1"),
     request_id: str | None = None,

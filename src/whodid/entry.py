@@ -61,7 +61,7 @@ def iso(value: dt.datetime) -> str:
     return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical(row: Mapping[str, Any]) -> bytes:
+def canonical(row: Mapping[Any, Any]) -> bytes:
     """The canonical bytes of an entry (see the module docstring)."""
     doc = {name: row.get(name) for name in CONTENT_FIELDS}
     doc["occurred_at"] = iso(row["occurred_at"])
@@ -70,7 +70,7 @@ def canonical(row: Mapping[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
-def digest(row: Mapping[str, Any]) -> str:
+def digest(row: Mapping[Any, Any]) -> str:
     return hashlib.sha256(canonical(row)).hexdigest()
 
 

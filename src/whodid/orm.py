@@ -14,6 +14,7 @@ Registered with ``event.listen`` on the user's session factory:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,7 @@ class OrmCapture:
         self.writer = writer
         self.specs: dict[type[Any], TrackSpec] = {}
         self._lookup: dict[type[Any], TrackSpec | None] = {}
+        self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def add(self, spec: TrackSpec) -> None:
         self.specs[spec.mapper.class_] = spec
@@ -195,13 +197,17 @@ class OrmCapture:
     def instrument(self, target: Any) -> Any:
         """Install the hooks on a session factory, class or instance; returns ``target``."""
         listen_on = self._listen_target(target)
+        # Our own record, not event.contains(): SQLAlchemy keys that on id(),
+        # which a new class can reuse once an old one is garbage-collected.
+        if listen_on in self._instrumented:
+            return target
         for name, fn in (
             ("before_flush", self.before_flush),
             ("after_flush", self.after_flush),
             ("do_orm_execute", self.do_orm_execute),
         ):
-            if not event.contains(listen_on, name, fn):
-                event.listen(listen_on, name, fn)
+            event.listen(listen_on, name, fn)
+        self._instrumented.add(listen_on)
         return target
 
     @staticmethod
@@ -212,7 +218,9 @@ class OrmCapture:
             # Give this factory its own sync Session subclass so the hooks
             # watch its sessions only, not every Session in the process.
             base = target.kw.get("sync_session_class", Session)
-            audited = type(f"Audited{base.__name__}", (base,), {})
+            if getattr(base, "_whodid_audited", False):
+                return base
+            audited = type(f"Audited{base.__name__}", (base,), {"_whodid_audited": True})
             target.kw["sync_session_class"] = audited
             return audited
         if isinstance(target, type) and issubclass(target, AsyncSession):

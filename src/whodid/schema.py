@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -75,33 +76,84 @@ Index("ix_whodid_actor", _c.tenant_id, _c.actor_id, _c.occurred_at, _c.seq)
 Index("ix_whodid_action", _c.tenant_id, _c.action, _c.occurred_at, _c.seq)
 Index("ix_whodid_request", _c.tenant_id, _c.request_id)
 
+CHECKPOINTS = "whodid_checkpoints"
+PURGE_WINDOW = "whodid_purge_window"
+
+# Signed checkpoints (seals and purge records), chained by prev_hash; see
+# integrity.py for what each field means. Append-only like the entries.
+checkpoints = Table(
+    CHECKPOINTS,
+    metadata,
+    Column("number", Integer(), primary_key=True, autoincrement=False),
+    Column("kind", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("hi", BigInteger(), nullable=False),
+    Column("count", Integer(), nullable=False),
+    Column("root", String(64), nullable=False),
+    Column("leaves", LargeBinary(), nullable=False),
+    Column("info", _json, nullable=False),  # seal: {"pending": ...}; purge: its horizon
+    Column("prev_hash", String(64), nullable=False),
+    Column("payload", Text(), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("key_id", String(64), nullable=False),
+)
+
+# The one door out of the entries table. A purge writes its horizon here,
+# deletes what is older, and removes the row again, all in one transaction;
+# the delete trigger lets through only rows older than a horizon listed here.
+purge_window = Table(
+    PURGE_WINDOW,
+    metadata,
+    Column("id", Integer(), primary_key=True),
+    Column("before", DateTime(timezone=True), nullable=False),
+    Column("tenant_id", String(128)),
+)
+
 APPEND_ONLY_MESSAGE = (
-    f"{TABLE} is append-only: audit entries are write-once and cannot be "
+    "is append-only: audit entries and checkpoints are write-once and cannot be "
     "updated or deleted (retention goes through Auditor.purge / whodid purge)"
 )
+_PURGEABLE = f"""EXISTS (SELECT 1 FROM {PURGE_WINDOW} w WHERE OLD.occurred_at < w.before
+    AND (w.tenant_id IS NULL OR w.tenant_id = OLD.tenant_id))"""
 
 _SQLITE_TRIGGERS = [
     f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, 'UPDATE rejected: {APPEND_ONLY_MESSAGE}'); END""",
+        BEGIN SELECT RAISE(ABORT, 'UPDATE rejected: {TABLE} {APPEND_ONLY_MESSAGE}'); END""",
     f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, 'DELETE rejected: {APPEND_ONLY_MESSAGE}'); END""",
+        WHEN NOT {_PURGEABLE}
+        BEGIN SELECT RAISE(ABORT, 'DELETE rejected: {TABLE} {APPEND_ONLY_MESSAGE}'); END""",
+]
+_SQLITE_CHECKPOINT_TRIGGERS = [
+    f"""CREATE TRIGGER IF NOT EXISTS {CHECKPOINTS}_no_{op.lower()} BEFORE {op} ON {CHECKPOINTS}
+        BEGIN SELECT RAISE(ABORT, '{op} rejected: {CHECKPOINTS} {APPEND_ONLY_MESSAGE}'); END"""
+    for op in ("UPDATE", "DELETE")
 ]
 
-_POSTGRES_TRIGGERS = [
-    f"""CREATE OR REPLACE FUNCTION {TABLE}_reject() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION '%% rejected: {APPEND_ONLY_MESSAGE}', TG_OP
-                USING ERRCODE = 'insufficient_privilege';
-        END $$""",
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_change ON {TABLE}",
-    f"""CREATE TRIGGER {TABLE}_no_change BEFORE UPDATE OR DELETE ON {TABLE}
-        FOR EACH ROW EXECUTE FUNCTION {TABLE}_reject()""",
-    # Row triggers never see TRUNCATE; it needs its own statement trigger.
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_truncate ON {TABLE}",
-    f"""CREATE TRIGGER {TABLE}_no_truncate BEFORE TRUNCATE ON {TABLE}
-        FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_reject()""",
-]
+_POSTGRES_FUNCTION = f"""CREATE OR REPLACE FUNCTION whodid_reject() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' AND TG_TABLE_NAME = '{TABLE}' AND {_PURGEABLE} THEN
+            RETURN OLD;
+        END IF;
+        RAISE EXCEPTION '%% rejected: %% {APPEND_ONLY_MESSAGE}', TG_OP, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END $$"""
+
+
+def _postgres_triggers(table: str) -> list[str]:
+    return [
+        _POSTGRES_FUNCTION,
+        f"DROP TRIGGER IF EXISTS {table}_no_change ON {table}",
+        f"""CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table}
+            FOR EACH ROW EXECUTE FUNCTION whodid_reject()""",
+        # Row triggers never see TRUNCATE; it needs its own statement trigger.
+        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+        f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION whodid_reject()""",
+    ]
+
+
+_POSTGRES_TRIGGERS = _postgres_triggers(TABLE)
 
 # DDL's constructor is not annotated upstream.
 SEARCHED = (
@@ -155,6 +207,10 @@ _POSTGRES_SEARCH = [
     END $$""",
 ]
 
+for _sql in _SQLITE_CHECKPOINT_TRIGGERS:
+    event.listen(checkpoints, "after_create", DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
+for _sql in _postgres_triggers(CHECKPOINTS):
+    event.listen(checkpoints, "after_create", DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 for _sql in _SQLITE_TRIGGERS:
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
 for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH:
