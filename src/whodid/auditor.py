@@ -258,4 +258,4 @@ class Auditor:
             raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
         spec = Filters.build(tenant_id=tenant_id, **filters)
         with _query.connect(self._bind()) as conn:
-            return _export.write(fileobj, _query.iter_entries(conn, spec), format, progress)
+            return _export.write(fileobj, _query.iter_export_rows(conn, spec), format, progress)

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ulid import ULID
@@ -58,7 +58,8 @@ def utc(value: dt.datetime) -> dt.datetime:
 
 def iso(value: dt.datetime) -> str:
     """The one timestamp format of whodid: UTC, microseconds, ``Z``."""
-    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime, which matters on export.
+    return utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical(row: Mapping[Any, Any]) -> bytes:
@@ -103,18 +104,25 @@ class Entry:
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Entry:
-        values = {f.name: row[f.name] for f in fields(cls)}
+        values = {name: row[name] for name in ENTRY_FIELDS}
         values["occurred_at"] = utc(values["occurred_at"])
         values["passkey"] = bool(values["passkey"])
         values["metadata"] = values["metadata"] or {}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as the HTTP API and NDJSON export show it."""
-        data = asdict(self)
+        """JSON-ready form, as the HTTP API and NDJSON export show it.
+
+        Nested values are shared with the entry, not copied: treat as read-only.
+        """
+        data = {name: getattr(self, name) for name in ENTRY_FIELDS}
         data["occurred_at"] = iso(self.occurred_at)
         return data
 
     def verify_digest(self) -> bool:
         """Whether the stored digest matches the entry's content."""
-        return digest(asdict(self)) == self.digest
+        return digest({name: getattr(self, name) for name in CONTENT_FIELDS}) == self.digest
+
+
+#: Every field of an Entry, in order: the content fields, then seq and digest.
+ENTRY_FIELDS = tuple(f.name for f in fields(Entry))

@@ -244,8 +244,9 @@ def list_page(
     where += [c.occurred_at >= _occurred(start, conn), c.occurred_at <= _occurred(end, conn)]
     if cursor is not None:
         at, seq = decode_cursor(cursor, filters)
-        at_db = _occurred(at, conn)
-        where.append(sa.or_(c.occurred_at < at_db, sa.and_(c.occurred_at == at_db, c.seq < seq)))
+        # A row-value comparison, which both databases turn into an index
+        # range; the equivalent OR form makes PostgreSQL filter row by row.
+        where.append(sa.tuple_(c.occurred_at, c.seq) < sa.tuple_(_occurred(at, conn), seq))
     stmt = (
         sa.select(entries)
         .where(*where)
@@ -258,13 +259,24 @@ def list_page(
     return Page(rows, encode_cursor(rows[-1], filters) if more else None)
 
 
-def iter_entries(conn: Connection, filters: Filters, batch: int = 2000) -> Iterator[Entry]:
-    """Every match, oldest first, streamed with a server-side cursor (no span limit)."""
+def iter_export_rows(
+    conn: Connection, filters: Filters, batch: int = 5000
+) -> Iterator[tuple[Any, ...]]:
+    """Every match as a tuple in export column order, oldest first, no span limit.
+
+    Streamed with a server-side cursor, so memory stays flat; JSON columns
+    come back as JSON text, for the export to pass through undecoded.
+    """
+    from whodid.export import COLUMNS, JSON_COLUMNS
+
     c = entries.c
-    stmt = sa.select(entries).where(*_unbounded_where(conn, filters)).order_by(c.occurred_at, c.seq)
+    columns = [sa.cast(c[n], sa.Text) if n in JSON_COLUMNS else c[n] for n in COLUMNS]
+    stmt = (
+        sa.select(*columns).where(*_unbounded_where(conn, filters)).order_by(c.occurred_at, c.seq)
+    )
     result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
-    for row in result.mappings():
-        yield Entry.from_row(row)
+    for row in result:
+        yield tuple(row)
 
 
 def _unbounded_where(conn: Connection, filters: Filters) -> list[Any]:

@@ -13,13 +13,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from whodid import export as _export
 from whodid import query as _query
 from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.errors import InvalidQuery
+from whodid.web.dashboard import Dashboard, static_assets
+from whodid.web.facets import Facets
 from whodid.web.openapi import openapi_document
 
 log = logging.getLogger("whodid.web")
@@ -159,15 +161,15 @@ class AuditAPI:
         # request's context, so the database reads never block the event loop.
         count = 0
 
-        def counted(entries: Iterator[Any]) -> Iterator[Any]:
+        def counted(rows: Iterator[Any]) -> Iterator[Any]:
             nonlocal count
-            for entry in entries:
+            for row in rows:
                 count += 1
-                yield entry
+                yield row
 
         chunk: list[str] = []
         with _query.connect(self.auditor._bind()) as conn:
-            for line in _export.lines(counted(_query.iter_entries(conn, spec)), format):
+            for line in _export.lines(counted(_query.iter_export_rows(conn, spec)), format):
                 chunk.append(line)
                 if len(chunk) >= EXPORT_CHUNK:
                     yield "".join(chunk)
@@ -208,10 +210,17 @@ async def _crash(request: Request, exc: Exception) -> Response:
 
 
 def audit_app(auditor: Auditor, *, authorize: Authorize) -> Starlette:
-    """A Starlette app serving the audit log's JSON API; mount it anywhere."""
+    """A Starlette app serving the audit log's JSON API and dashboard; mount it anywhere."""
     api = AuditAPI(auditor, authorize)
+    dashboard = Dashboard()
+    facets = Facets(auditor, viewer=api.viewer, tenant_of=lambda v: _field(v, "tenant_id"))
     routes = [
+        # The page itself is public: it holds no data, and must load to explain a 401/403.
+        Route("/", dashboard.page),
+        Mount("/static", app=static_assets(), name="static"),
         Route("/audit-logs", api.list),
+        # Before {entry_id}, which would otherwise take "actions" for an id.
+        Route("/audit-logs/actions", facets.actions),
         Route("/audit-logs/export.{format}", api.export),
         Route("/audit-logs/{entry_id}", api.detail),
         Route("/openapi.json", api.openapi),

@@ -137,6 +137,30 @@ def openapi_document(server_url: str = "/") -> dict[str, Any]:
                     },
                 }
             },
+            "/audit-logs/actions": {
+                "get": {
+                    "summary": "Every distinct action name in the viewer's log, sorted",
+                    "description": "The choices of the dashboard's action filter.",
+                    "operationId": "listAuditLogActions",
+                    "responses": {
+                        "200": {
+                            "description": "Action names, e.g. `customer.create`",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["data"],
+                                        "properties": {
+                                            "data": {"type": "array", "items": {"type": "string"}}
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(401, 403),
+                    },
+                }
+            },
             "/audit-logs/export.csv": {
                 "get": {
                     "summary": "Every matching entry as CSV (UTC, formula-safe), streamed",

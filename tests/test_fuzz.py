@@ -1,0 +1,767 @@
+"""Fuzzing the read side: Auditor.list on both databases, the HTTP API, its OpenAPI contract.
+
+Properties:
+
+* ``Auditor.list`` returns a Page or raises InvalidQuery, whatever the filters, limit
+  and cursor (text, base64 junk, forged cursors with a valid checksum, real cursors of
+  other tenants); a Page only holds entries of the tenant asked for, matching the filters,
+  newest first by (occurred_at, seq).
+* Paging with random page sizes visits every entry of the tenant exactly once, in order,
+  while entries of other tenants share its timestamps and new entries arrive mid-way.
+* The HTTP API answers any query string with 200/400/401/403/404, errors as
+  ``{"error": {"code", "message"}}``, and never shows another tenant's entries.
+* schemathesis: the served OpenAPI document holds (no 5xx, documented statuses,
+  content types and response schemas).
+
+Bugs found in src/ are pinned by the ``xfail(strict=True)`` tests at the end (KNOWN BUG
+B1..B7). The property tests steer clear of exactly those inputs (``_known_bug_*``): when a
+bug is fixed, its xfail test XPASSes and fails, and the matching exclusion should go too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import datetime as dt
+import hashlib
+import io
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import pytest
+import schemathesis
+import sqlalchemy as sa
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.testclient import TestClient
+
+from whodid import Actor, Auditor, InvalidQuery
+from whodid.context import RequestContext
+from whodid.query import ACTOR_TYPES, MAX_LIMIT, Filters, Page
+from whodid.schema import entries
+from whodid.web import Viewer, audit_app
+from whodid.writer import Change
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+BASE = NOW - dt.timedelta(minutes=1)  # seeded entries are at or before this
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+# -- seeding -------------------------------------------------------------------------------
+
+
+def _row(
+    auditor: Auditor,
+    *,
+    tenant: str | None,
+    when: dt.datetime,
+    action: str = "customer.update",
+    actor: Actor = Actor.user("usr_1", "ada@example.com"),
+    entity: tuple[str, str] = ("customer", "cus_1"),
+    request_id: str | None = None,
+    ip: str | None = "203.0.113.9",
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    feature, _, operation = action.partition(".")
+    ctx = RequestContext(actor=actor, tenant_id=tenant, passkey=False, ip=ip,
+                         user_agent="Mozilla/5.0 Firefox/120.0", request_id=request_id)
+    change = Change(feature=feature, operation=operation, action=action, entity_type=entity[0],
+                    entity_id=entity[1], metadata=metadata or {})
+    return auditor.writer.rows([change], ctx, occurred_at=when)[0]
+
+
+def _write(auditor: Auditor, rows: list[dict[str, Any]]) -> None:
+    with auditor.engine.begin() as conn:  # type: ignore[union-attr]
+        auditor.writer.write(conn, rows)
+
+
+ACTIONS = ["customer.create", "customer.update", "payment.refund", "api_key.create", "x.y"]
+ACTORS = [Actor.user("usr_1", "ada@example.com"), Actor.user("usr_2", "eve@example.com"),
+          Actor.api_key("key_9", "sk_live_ab"), Actor.system("nightly"), Actor("anonymous")]
+TENANTS = ["org_a", "org_b", None]
+# A few timestamps shared by many entries (and tenants): ties are broken by seq.
+TIMES = [BASE, BASE, BASE - dt.timedelta(microseconds=1), BASE - dt.timedelta(hours=5),
+         BASE - dt.timedelta(days=3), BASE - dt.timedelta(days=200),
+         BASE - dt.timedelta(days=400)]  # the last is outside the default 366-day window
+
+
+def _seed(auditor: Auditor) -> None:
+    rows = []
+    for i, (tenant, when, action, actor) in enumerate(
+        itertools.islice(zip(itertools.cycle(TENANTS), itertools.cycle(TIMES),
+                             itertools.cycle(ACTIONS), itertools.cycle(ACTORS), strict=False),
+                         45)
+    ):
+        rows.append(_row(auditor, tenant=tenant, when=when, action=action, actor=actor,
+                         entity=("customer" if i % 2 else "payment", f"ent_{i % 4}"),
+                         request_id=f"req_{i % 3}", ip=f"198.51.100.{i % 5}",
+                         metadata={"note": f"n{i % 6} Über %_\\", "chain_id": f"c{i % 2}"}))
+    _write(auditor, rows)
+
+
+@pytest.fixture
+def fuzz_auditor(db_url: str) -> Iterator[Auditor]:
+    """One seeded database per test function; the hypothesis examples only read it (or add
+    rows under tenants of their own)."""
+    engine = sa.create_engine(db_url)
+    auditor = Auditor(engine)
+    auditor.create_all()
+    _seed(auditor)
+    yield auditor
+    engine.dispose()
+
+
+def _ids_of(auditor: Auditor, tenant: str | None) -> list[str]:
+    c = entries.c
+    cond = c.tenant_id.is_(None) if tenant is None else c.tenant_id == tenant
+    with auditor.engine.connect() as conn:  # type: ignore[union-attr]
+        return list(conn.execute(sa.select(c.id).where(cond)).scalars())
+
+
+# -- known bugs: the inputs the property tests steer clear of ------------------------------
+
+SAFE_MIN = dt.datetime(2, 1, 3)  # B1: end - 366 days and UTC conversion stay in range
+SAFE_MAX = dt.datetime(9999, 12, 30)
+
+
+def _known_bug_date(value: Any) -> bool:
+    """B1: start/end this close to year 1 or 9999 raise OverflowError instead of InvalidQuery."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(
+                value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+            )
+        except ValueError:
+            return False
+    if isinstance(value, dt.datetime):
+        return not SAFE_MIN <= value.replace(tzinfo=None) <= SAFE_MAX
+    if isinstance(value, dt.date):
+        return not SAFE_MIN.date() <= value <= SAFE_MAX.date()
+    return False
+
+
+def _known_bug_cursor(cursor: Any) -> bool:
+    """B2: a forged cursor (valid checksum) whose time is not a string or out of range, or
+    whose seq is outside BIGINT, raises AttributeError/OverflowError/DataError."""
+    if not isinstance(cursor, str) or len(cursor) > 300:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        payload, check = raw.rsplit("|", 1)
+        if hashlib.sha256(payload.encode()).hexdigest()[:12] != check:
+            return False
+        when, seq, _ = json.loads(payload)
+    except (ValueError, TypeError, binascii.Error):
+        return False
+    if not isinstance(when, str):
+        return True
+    if isinstance(seq, int) and not -(2**63) <= seq < 2**63:
+        return True
+    return _known_bug_date(when)
+
+
+def _known_bug_action(action: Any) -> bool:
+    """B3: action that is neither a string nor iterable (e.g. 5) raises TypeError."""
+    if isinstance(action, str) or action is None:
+        return False
+    try:
+        iter(action)
+    except TypeError:
+        return True
+    return False
+
+
+def _forge(payload: Any) -> str:
+    """A cursor with a valid checksum around any JSON payload (the checksum has no key)."""
+    text = json.dumps(payload)
+    check = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return base64.urlsafe_b64encode(f"{text}|{check}".encode()).decode().rstrip("=")
+
+
+# -- strategies ----------------------------------------------------------------------------
+
+KNOWN_TEXT = ["customer.update", "customer", "update", "create", "payment", "usr_1", "key_9",
+              "nightly", "ent_1", "req_1", "198.51.100.1", "203.0.113.9", "org_a", "org_b",
+              "ada", "SK_LIVE", "über", "ÜBER", "%_", "\\", "firefox", *ACTOR_TYPES]
+tz_offsets = st.integers(-1439, 1439).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))
+timezones = st.one_of(st.none(), st.just(dt.UTC), tz_offsets)
+safe_datetimes = st.one_of(
+    st.datetimes(min_value=SAFE_MIN, max_value=SAFE_MAX, timezones=timezones),
+    st.datetimes(min_value=(NOW - dt.timedelta(days=420)).replace(tzinfo=None),
+                 max_value=(NOW + dt.timedelta(days=2)).replace(tzinfo=None),
+                 timezones=timezones),
+)
+
+
+def _iso_variants(d: dt.datetime) -> st.SearchStrategy[str]:
+    iso = d.isoformat()
+    return st.sampled_from([iso, iso.replace("+00:00", "Z"), iso.replace("T", " "),
+                            d.date().isoformat(), f"  {iso} ", iso[:16], iso.lower()])
+
+
+date_values = st.one_of(
+    st.none(),
+    safe_datetimes,
+    st.dates(min_value=SAFE_MIN.date(), max_value=SAFE_MAX.date()),
+    safe_datetimes.flatmap(_iso_variants),
+    st.text(max_size=30),
+    st.sampled_from(["yesterday", "2026-13-01", "", " ", "2026-03-01T25:00", "Z", "2026-W09",
+                     "2026-03-01T00:00:00+24:00", "20260301T000000Z", "now"]),
+    st.integers() | st.floats() | st.booleans() | st.binary(max_size=4),
+)
+text_values = st.one_of(
+    st.sampled_from(KNOWN_TEXT),
+    st.text(max_size=20),
+    st.text(max_size=8).map(lambda s: s + "\x00"),
+    st.sampled_from([399, 400, 401, 5000]).map(lambda n: "ü" * n),
+    st.sampled_from(["%", "_", "/", "'", '"', "100%_", "' OR 1=1 --", "\n", "\u202e", "😀"]),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats() | st.booleans() | st.binary(max_size=4) | st.lists(st.text(max_size=3), max_size=2),
+)
+action_values = st.one_of(
+    st.none(),
+    st.text(max_size=20),  # not 5 or 1.5: KNOWN BUG B3
+    st.sampled_from([401, 5000]).map(lambda n: "a" * n),
+    st.text(max_size=8).map(lambda s: s + "\x00"),
+    st.lists(text_values | st.none(), max_size=4),
+    st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3).map(tuple),
+    st.text(max_size=30).map(lambda s: s.split(",")),
+    st.binary(max_size=3),
+)
+recent = st.datetimes(min_value=(NOW - dt.timedelta(days=360)).replace(tzinfo=None),
+                      max_value=(NOW + dt.timedelta(days=1)).replace(tzinfo=None),
+                      timezones=timezones)
+# Values that exist in the seeded log (so pages come back with entries) ...
+PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
+    "action": st.one_of(st.sampled_from(ACTIONS),
+                        st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3)),
+    "feature": st.sampled_from(["customer", "payment", "api_key", "x", "nope"]),
+    "operation": st.sampled_from(["create", "update", "refund", "y"]),
+    "actor_type": st.sampled_from(ACTOR_TYPES),
+    "actor_id": st.sampled_from(["usr_1", "usr_2", "key_9", "nightly"]),
+    "user_id": st.sampled_from(["usr_1", "usr_2", "key_9"]),
+    "api_key_id": st.sampled_from(["key_9", "usr_1"]),
+    "entity_type": st.sampled_from(["customer", "payment"]),
+    "entity_id": st.sampled_from(["ent_0", "ent_1", "ent_2", "ent_3"]),
+    "request_id": st.sampled_from(["req_0", "req_1", "req_2"]),
+    "ip": st.sampled_from([f"198.51.100.{i}" for i in range(5)]),
+    "q": st.sampled_from(["ent_1", "FIREFOX", "sk_live", "n3", "%_", "\\", "nightly", "über"]),
+    "start": st.one_of(recent, recent.flatmap(_iso_variants)),
+    "end": st.one_of(recent, recent.flatmap(_iso_variants)),
+}
+# ... and anything at all.
+WILD: dict[str, st.SearchStrategy[Any]] = {
+    **{name: st.none() | text_values for name in PLAUSIBLE},
+    "action": action_values,
+    "actor_type": st.one_of(st.none(), st.sampled_from(ACTOR_TYPES), text_values),
+    "start": date_values,
+    "end": date_values,
+}
+
+
+def _filters(wild: bool) -> st.SearchStrategy[dict[str, Any]]:
+    def values(names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {n: st.one_of(PLAUSIBLE[n], WILD[n]) if wild else PLAUSIBLE[n] for n in names}
+        )
+
+    names = st.lists(st.sampled_from(list(PLAUSIBLE)), unique=True, max_size=4 if wild else 2)
+    return names.flatmap(values)
+
+
+# Unknown names are refused, never ignored.
+unknown_filters = st.one_of(
+    st.just({}),
+    st.just({}),
+    st.just({}),
+    st.dictionaries(st.sampled_from(["colour", "start_date", "Action", "tenant", "limit_"]),
+                    text_values, min_size=1, max_size=2),
+)
+limits = st.one_of(
+    st.integers(1, MAX_LIMIT),
+    st.integers(),
+    st.sampled_from([0, 1, MAX_LIMIT, MAX_LIMIT + 1, -1, 2**63, -(2**63) - 1, 10**100]),
+    st.booleans() | st.floats() | st.text(max_size=3) | st.none(),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                  max_size=3),
+    max_leaves=6,
+)
+
+
+def _cursors(fingerprint: str, real: list[str]) -> st.SearchStrategy[Any]:
+    whens = st.one_of(safe_datetimes.flatmap(_iso_variants), st.text(max_size=30), json_values)
+    seqs = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(), json_values)
+    fingerprints = st.one_of(st.just(fingerprint), st.text(max_size=16), json_values)
+    forged = st.one_of(
+        st.tuples(whens, seqs, fingerprints).map(list),
+        json_values,
+    ).map(_forge)
+    mutated = st.sampled_from(real or ["eyJ9"]).flatmap(
+        lambda c: st.sampled_from([c[:-1], c[1:], c + "A", c + "=", c.upper(), c[:-3] + "AAA",
+                                   c.replace("-", "+"), c + "\x00", " " + c])
+    )
+    return st.one_of(
+        st.none(),
+        st.text(max_size=60),
+        st.binary(max_size=120).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+        st.binary(max_size=120).map(lambda b: base64.b64encode(b).decode()),
+        forged,
+        st.sampled_from(real) if real else st.none(),
+        mutated,
+        st.sampled_from(["", "=", "====", "x" * 301, "eyJ9", "fA", "W10"]),
+        st.integers() | st.binary(max_size=10),
+    )
+
+
+# -- 1. Auditor.list on both databases -----------------------------------------------------
+
+
+def _check_page(page: Page, tenant: str | None, spec: Filters, limit: int) -> None:
+    assert isinstance(page, Page)
+    assert len(page.entries) <= limit
+    assert page.next_cursor is None or (isinstance(page.next_cursor, str) and page.entries)
+    keys = [(e.occurred_at, e.seq) for e in page.entries]
+    assert keys == sorted(keys, reverse=True)
+    assert len(set(keys)) == len(keys)
+    for e in page.entries:
+        assert e.tenant_id == tenant, f"entry {e.id} of tenant {e.tenant_id!r} shown to {tenant!r}"
+        if spec.action:
+            assert e.action in spec.action
+        for name in ("feature", "operation", "actor_type", "actor_id", "entity_type",
+                     "entity_id", "request_id", "ip"):
+            if getattr(spec, name) is not None:
+                assert getattr(e, name) == getattr(spec, name), name
+        if spec.user_id is not None:
+            assert (e.actor_type, e.actor_id) == ("user", spec.user_id)
+        if spec.api_key_id is not None:
+            assert (e.actor_type, e.actor_id) == ("api_key", spec.api_key_id)
+        if spec.start is not None:
+            assert e.occurred_at >= spec.start
+        if spec.end is not None:
+            assert e.occurred_at <= spec.end
+
+
+@FUZZ
+@given(data=st.data())
+def test_list_returns_a_page_of_the_tenant_or_invalid_query(fuzz_auditor, data):
+    auditor = fuzz_auditor
+    tenant = data.draw(st.sampled_from(["org_a", "org_b", None, "org_none"]), label="tenant")
+    wild = data.draw(st.booleans(), label="wild")
+    filters = data.draw(_filters(wild), label="filters")
+    if wild:
+        filters |= data.draw(unknown_filters, label="unknown")
+    small = st.integers(1, 8)
+    limit = data.draw(st.one_of(small, small, limits) if wild else small, label="limit")
+    try:
+        spec: Filters | None = Filters.build(tenant_id=tenant, **filters)
+    except InvalidQuery:
+        spec = None
+    real: list[str] = []
+    if spec is not None:
+        try:
+            first = auditor.list(tenant_id=tenant, limit=1, **filters)
+        except InvalidQuery:
+            pass
+        else:
+            real += [first.next_cursor] if first.next_cursor else []
+    foreign = auditor.list(tenant_id="org_b" if tenant != "org_b" else "org_a", limit=1)
+    real.append(foreign.next_cursor)  # type: ignore[arg-type]  # always a foreign cursor
+    cursors = _cursors(spec.fingerprint() if spec else "0" * 16, real)
+    plausible_cursor = st.none() | st.sampled_from(real)
+    cursor = data.draw(plausible_cursor | cursors if wild else plausible_cursor, label="cursor")
+    assume(not any(_known_bug_date(filters.get(k)) for k in ("start", "end")))
+    assume(not _known_bug_cursor(cursor))
+
+    try:
+        page = auditor.list(tenant_id=tenant, limit=limit, cursor=cursor, **filters)
+    except InvalidQuery as exc:
+        assert str(exc)
+        event(f"InvalidQuery wild={wild} {str(exc)[:25]}")
+        return
+    event(f"Page wild={wild} with {'no' if not page.entries else 'some'} entries")
+    assert spec is not None
+    assert cursor != foreign.next_cursor, "another tenant's cursor was accepted"
+    _check_page(page, tenant, spec, limit)
+
+
+_pages = itertools.count(1)
+
+
+@FUZZ
+@given(data=st.data())
+def test_paging_visits_every_entry_once_newest_first(fuzz_auditor, data):
+    auditor = fuzz_auditor
+    n = next(_pages)
+    mine, other = f"pg_{n}", f"pg_{n}_other"
+    offsets = [dt.timedelta(0), dt.timedelta(microseconds=1), dt.timedelta(seconds=1),
+               dt.timedelta(days=1), dt.timedelta(days=365)]
+    specs = data.draw(
+        st.lists(st.tuples(st.sampled_from([mine, mine, other, None]), st.sampled_from(offsets),
+                           st.sampled_from(["a.x", "b.y"])), max_size=30),
+        label="entries",
+    )
+    rows = [_row(auditor, tenant=t, when=BASE - off, action=a) for t, off, a in specs]
+    _write(auditor, rows)
+    action = data.draw(st.sampled_from([None, "a.x", ["a.x", "b.y"]]), label="action")
+    filters = {} if action is None else {"action": action}
+    wanted = {"a.x", "b.y"} if not isinstance(action, str) else {action}
+
+    c = entries.c
+    with auditor.engine.connect() as conn:  # type: ignore[union-attr]
+        result = conn.execute(sa.select(c.id, c.seq, c.occurred_at, c.action)
+                              .where(c.tenant_id == mine)).all()
+    expected = [r.id for r in sorted(
+        (r for r in result if r.action in wanted),
+        key=lambda r: (r.occurred_at.replace(tzinfo=None), r.seq), reverse=True)]
+
+    seen: list[str] = []
+    cursor = None
+    for page_number in itertools.count():
+        assert page_number <= len(expected) + 1, "paging does not end"
+        size = data.draw(st.integers(1, 8), label="page size")
+        page = auditor.list(tenant_id=mine, limit=size, cursor=cursor, **filters)
+        assert len(page.entries) <= size
+        assert all(e.tenant_id == mine for e in page.entries)
+        assert page.entries or page_number == 0, "an empty page after a cursor"
+        seen += [e.id for e in page.entries]
+        if page_number == 0 and data.draw(st.booleans(), label="late arrivals"):
+            # newer than every seeded entry, so behind the cursor: never shown
+            _write(auditor, [_row(auditor, tenant=mine, when=NOW, action="a.x"),
+                             _row(auditor, tenant=mine, when=NOW, action="b.y")])
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+        if page_number == 0:
+            assert len(page.entries) == size
+    assert seen == expected
+
+
+# -- 2. the HTTP API -----------------------------------------------------------------------
+
+
+def authorize(request):  # type: ignore[no-untyped-def]
+    header = request.headers.get("x-viewer")
+    if not header:
+        return None
+    tenant, _, role = header.partition(":")
+    return Viewer(tenant_id=tenant, role=role)
+
+
+VIEWERS = {
+    "owner_a": {"X-Viewer": "org_a:owner"},
+    "admin_b": {"X-Viewer": "org_b:admin"},
+    "admin_empty": {"X-Viewer": "org_none:admin"},
+    "member_a": {"X-Viewer": "org_a:member"},
+    "anonymous": {},
+}
+LIST_PARAMS = ["action", "feature", "operation", "actor_type", "actor_id", "user_id",
+               "api_key_id", "entity_type", "entity_id", "request_id", "ip", "q", "start_date",
+               "end_date", "limit", "cursor"]
+JUNK = ["%", "%zz", "%ff%fe", "%00", "%E2%82", "&", "=", "==", "+", "%2B", ";", "%%", "%u0041",
+        "%C0%80", "%ED%A0%80", "#", "?", "%0A", "%0D%0A"]
+
+
+@pytest.fixture
+def client(fuzz_auditor: Auditor) -> TestClient:
+    return TestClient(audit_app(fuzz_auditor, authorize=authorize),
+                      raise_server_exceptions=False)
+
+
+def _encode(value: str) -> str:
+    return quote(value, safe="")
+
+
+http_values = st.one_of(
+    st.sampled_from(KNOWN_TEXT + ["1", "0", "200", "201", "-1", "1e3", " 5 ", "１２", "1_0"]),
+    st.text(max_size=30),
+    st.text(max_size=8).map(lambda s: s + "\x00" + s),
+    st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.sampled_from([401, 3000])),
+    st.integers().map(str),
+    safe_datetimes.flatmap(_iso_variants),
+    st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    st.tuples(safe_datetimes.map(lambda d: d.isoformat()), st.integers(-(2**63), 2**63 - 1),
+              st.text(max_size=16)).map(list).map(_forge),
+)
+http_names = st.one_of(
+    st.sampled_from(LIST_PARAMS),
+    st.sampled_from(["start", "end", "tenant_id", "colour", "ACTION", "limit[]", "action[]"]),
+    st.text(max_size=12),
+)
+query_parts = st.lists(
+    st.one_of(
+        st.tuples(http_names, http_values).map(lambda p: f"{_encode(p[0])}={_encode(p[1])}"),
+        st.tuples(http_names, st.sampled_from(JUNK)).map(lambda p: f"{_encode(p[0])}={p[1]}"),
+        http_names.map(_encode),  # a name without "="
+        st.sampled_from(JUNK),
+    ),
+    max_size=8,
+)
+
+
+def _check_error(r: Any) -> None:
+    assert r.headers["content-type"].startswith("application/json"), r.text[:200]
+    body = r.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+def _check_response(r: Any, viewer: str, kind: str) -> None:
+    assert "Traceback" not in r.text
+    assert r.status_code in (200, 400, 401, 403, 404), (r.status_code, r.text[:300])
+    tenant = VIEWERS[viewer].get("X-Viewer", ":").partition(":")[0]
+    if viewer == "anonymous":
+        assert r.status_code == 401
+    elif viewer == "member_a":
+        assert r.status_code == 403
+    else:
+        assert r.status_code in (200, 400, 404)
+    if r.status_code != 200:
+        _check_error(r)
+        return
+    if kind == "list":
+        body = r.json()
+        assert set(body) == {"data", "next_cursor"}
+        assert {e["tenant_id"] for e in body["data"]} <= {tenant}
+        keys = [(e["occurred_at"], e["seq"]) for e in body["data"]]
+        assert keys == sorted(keys, reverse=True)
+    elif kind == "csv":
+        assert {row["tenant_id"] for row in csv.DictReader(io.StringIO(r.text))} <= {tenant}
+    elif kind == "ndjson":
+        assert {json.loads(line)["tenant_id"] for line in r.text.splitlines()} <= {tenant}
+
+
+@FUZZ
+@given(
+    parts=query_parts,
+    viewer=st.sampled_from(list(VIEWERS)),
+    path=st.sampled_from(["/audit-logs", "/audit-logs", "/audit-logs/export.csv",
+                          "/audit-logs/export.ndjson"]),
+)
+def test_http_any_query_string(client, parts, viewer, path):
+    qs = "&".join(parts)
+    for name, value in parse_qsl(qs, keep_blank_values=True):  # what Starlette will see
+        if name in ("start_date", "end_date"):
+            assume(not _known_bug_date(value))
+        if name == "cursor":
+            assume(not _known_bug_cursor(value))
+    r = client.get(f"{path}?{qs}" if qs else path, headers=VIEWERS[viewer])
+    kind = {"/audit-logs": "list", "/audit-logs/export.csv": "csv"}.get(path, "ndjson")
+    _check_response(r, viewer, kind)
+
+
+@FUZZ
+@given(data=st.data())
+def test_http_detail_of_any_id(fuzz_auditor, client, data):
+    ids = {t: _ids_of(fuzz_auditor, t) for t in ("org_a", "org_b")}
+    viewer = data.draw(st.sampled_from(list(VIEWERS)), label="viewer")
+    entry_id = data.draw(st.one_of(
+        st.sampled_from(ids["org_a"] + ids["org_b"]),
+        st.text(min_size=1, max_size=60).filter(lambda s: "/" not in s),
+        st.sampled_from(["log_", "log_" + "0" * 26, "x" * 41, "é", "%", "export.xml", "a b"]),
+    ), label="entry_id")
+    assume(entry_id not in (".", "..") and not entry_id.startswith(("export.csv", "export.ndj")))
+    if fuzz_auditor.engine.dialect.name == "postgresql":  # type: ignore[union-attr]
+        assume("\x00" not in entry_id)  # KNOWN BUG B5
+    r = client.get(f"/audit-logs/{_encode(entry_id)}", headers=VIEWERS[viewer])
+    _check_response(r, viewer, "detail")
+    tenant = VIEWERS[viewer].get("X-Viewer", ":").partition(":")[0]
+    if r.status_code in (200, 404) and viewer not in ("anonymous", "member_a"):
+        assert r.status_code == (200 if entry_id in ids.get(tenant, []) else 404)
+    if r.status_code == 200:
+        body = r.json()
+        assert body["id"] == entry_id and body["tenant_id"] == tenant
+        assert {e["tenant_id"] for e in body["related"]} <= {tenant}
+
+
+def test_http_roles_and_tenants(fuzz_auditor, client):
+    a_id = _ids_of(fuzz_auditor, "org_a")[0]
+    b_id = _ids_of(fuzz_auditor, "org_b")[0]
+    for path in ("/audit-logs", f"/audit-logs/{a_id}", "/audit-logs/export.csv"):
+        r = client.get(path)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+        r = client.get(path, headers=VIEWERS["member_a"])
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert client.get(f"/audit-logs/{a_id}", headers=VIEWERS["owner_a"]).status_code == 200
+    r = client.get(f"/audit-logs/{b_id}", headers=VIEWERS["owner_a"])
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.get(f"/audit-logs/{a_id}", headers=VIEWERS["admin_b"])
+    assert r.status_code == 404
+    listed = client.get("/audit-logs?limit=200", headers=VIEWERS["admin_b"]).json()["data"]
+    assert listed and {e["tenant_id"] for e in listed} == {"org_b"}
+
+
+# -- 3. schemathesis against /openapi.json (SQLite only) -----------------------------------
+
+
+@pytest.fixture
+def api_schema(sqlite_url: str) -> Iterator[Any]:
+    engine = sa.create_engine(sqlite_url)
+    auditor = Auditor(engine)
+    auditor.create_all()
+    _seed(auditor)
+    yield schemathesis.openapi.from_asgi("/openapi.json", audit_app(auditor, authorize=authorize))
+    engine.dispose()
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])
+def test_openapi_contract(case):
+    for name in ("start_date", "end_date"):
+        assume(not _known_bug_date((case.query or {}).get(name)))  # KNOWN BUG B1
+    response = case.call(headers=VIEWERS["owner_a"])
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                             content_type_conformance,
+                                             response_schema_conformance])
+
+
+# -- known bugs (xfail strict: each XPASSes, and so fails, once fixed) ---------------------
+
+B1 = ("B1: query._datetime/Filters.window raise OverflowError (HTTP 500) for start/end near "
+      "year 1 or 9999: utc() of an offset time and `end - MAX_SPAN` leave datetime's range")
+B2 = ("B2: query.decode_cursor lets AttributeError/OverflowError (and DataError on "
+      "PostgreSQL) escape for forged cursors with a valid checksum")
+B3 = "B3: Filters.build raises TypeError for an action that is neither str nor iterable"
+B4 = "B4: Filters.build accepts lone surrogates; the driver then raises UnicodeEncodeError"
+B5 = "B5: get_entry sends a NUL to PostgreSQL: DataError, HTTP 500 instead of 404"
+B6 = ("B6: Writer.rows stores an aware non-UTC occurred_at as local wall time on SQLite "
+      "(tzinfo dropped): wrong time, order and digest")
+B7 = "B7: q is case-insensitive for ASCII only (SQLite lower())"
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason=B1)
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"end": "0001-01-01"},
+        {"end": "0002-01-01T00:00:00Z"},
+        {"start": "0001-01-01T00:00:00+01:00"},
+        {"end": "9999-12-31T23:59:59-01:00"},
+        {"start": dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))},
+    ],
+)
+def test_known_bug_extreme_dates_are_invalid_query(sqlite_url, filters):
+    auditor = Auditor(sqlite_url)
+    auditor.create_all()
+    with pytest.raises(InvalidQuery):
+        auditor.list(tenant_id="org_a", **filters)
+
+
+@pytest.mark.xfail(strict=True, reason=B1)
+@pytest.mark.parametrize("url", ["/audit-logs?end_date=0001-01-02",
+                                 "/audit-logs/export.csv?start_date=0001-01-01T00:00:00%2B01:00"])
+def test_known_bug_extreme_dates_are_400_over_http(sqlite_url, url):
+    auditor = Auditor(sqlite_url)
+    auditor.create_all()
+    c = TestClient(audit_app(auditor, authorize=authorize), raise_server_exceptions=False)
+    assert c.get(url, headers=VIEWERS["owner_a"]).status_code == 400
+
+
+@pytest.mark.xfail(strict=True, reason=B2)
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [1, 2, "FP"],
+        [None, 2, "FP"],
+        ["2026-01-01T00:00:00Z", 2**70, "FP"],
+        ["2026-01-01T00:00:00Z", 2**63, "FP"],
+        ["0001-01-01T00:00:00+01:00", 1, "FP"],
+    ],
+    ids=["when-int", "when-null", "seq-2^70", "seq-2^63", "when-overflow"],
+)
+def test_known_bug_forged_cursors_are_invalid_query(db_url, payload):
+    auditor = Auditor(db_url)
+    auditor.create_all()
+    fp = Filters.build(tenant_id="org_a").fingerprint()
+    cursor = _forge([fp if v == "FP" else v for v in payload])
+    with pytest.raises(InvalidQuery):
+        auditor.list(tenant_id="org_a", cursor=cursor)
+
+
+@pytest.mark.xfail(strict=True, reason=B2)
+def test_known_bug_forged_cursor_is_400_over_http(sqlite_url):
+    auditor = Auditor(sqlite_url)
+    auditor.create_all()
+    c = TestClient(audit_app(auditor, authorize=authorize), raise_server_exceptions=False)
+    cursor = _forge([1, 2, Filters.build(tenant_id="org_a").fingerprint()])
+    r = c.get("/audit-logs", params={"cursor": cursor}, headers=VIEWERS["owner_a"])
+    assert r.status_code == 400
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=B3)
+@pytest.mark.parametrize("action", [5, 1.5])
+def test_known_bug_non_iterable_action_is_invalid_query(sqlite_url, action):
+    auditor = Auditor(sqlite_url)
+    auditor.create_all()
+    with pytest.raises(InvalidQuery):
+        auditor.list(tenant_id="org_a", action=action)
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=B4)
+@pytest.mark.parametrize("name", ["q", "entity_id", "action"])
+def test_known_bug_lone_surrogate_is_invalid_query(db_url, name):
+    auditor = Auditor(db_url)
+    auditor.create_all()
+    with pytest.raises(InvalidQuery):
+        auditor.list(tenant_id="org_a", **{name: "a\ud800"})
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres,
+                                                 pytest.mark.xfail(strict=True, reason=B5)])],
+)
+def test_nul_in_entry_id_is_not_found(request, backend):
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    auditor = Auditor(url)
+    auditor.create_all()
+    c = TestClient(audit_app(auditor, authorize=authorize), raise_server_exceptions=False)
+    r = c.get("/audit-logs/log_%00x", headers=VIEWERS["owner_a"])
+    assert r.status_code == 404, r.text
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=B6)),
+     pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def test_aware_non_utc_occurred_at_is_stored_as_the_same_instant(request, backend):
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    auditor = Auditor(url)
+    auditor.create_all()
+    when = (NOW - dt.timedelta(days=1)).astimezone(dt.timezone(dt.timedelta(hours=5)))
+    _write(auditor, [_row(auditor, tenant="tz", when=when)])
+    [entry] = auditor.list(tenant_id="tz").entries
+    assert entry.occurred_at == when
+    assert entry.verify_digest()
+
+
+@pytest.mark.xfail(strict=True, reason=B7)
+def test_known_bug_search_folds_non_ascii_case(sqlite_url):
+    auditor = Auditor(sqlite_url)
+    auditor.create_all()
+    _write(auditor, [_row(auditor, tenant="org_a", when=BASE, metadata={"city": "ÉCOLE"})])
+    assert len(auditor.list(tenant_id="org_a", q="école").entries) == 1
