@@ -213,9 +213,13 @@ def _iso_variants(d: dt.datetime) -> st.SearchStrategy[str]:
                             d.date().isoformat(), f"  {iso} ", iso[:16], iso.lower()])
 
 
+EDGE_DATES = ["0001-01-01", "0001-01-01T00:00:00+01:00", "0002-01-01T00:00:00Z",
+              "9999-12-31", "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999+00:00"]
 date_values = st.one_of(
     st.none(),
     safe_datetimes,
+    st.datetimes(timezones=timezones),  # the full range: KNOWN BUG B1 at its edges
+    st.sampled_from(EDGE_DATES),
     st.dates(min_value=SAFE_MIN.date(), max_value=SAFE_MAX.date()),
     safe_datetimes.flatmap(_iso_variants),
     st.text(max_size=30),
@@ -306,8 +310,10 @@ json_values = st.recursive(
 
 
 def _cursors(fingerprint: str, real: list[str]) -> st.SearchStrategy[Any]:
-    whens = st.one_of(safe_datetimes.flatmap(_iso_variants), st.text(max_size=30), json_values)
-    seqs = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(), json_values)
+    whens = st.one_of(safe_datetimes.flatmap(_iso_variants), st.sampled_from(EDGE_DATES),
+                      st.text(max_size=30), json_values)
+    seqs = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(), json_values,
+                     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**40]))
     fingerprints = st.one_of(st.just(fingerprint), st.text(max_size=16), json_values)
     forged = st.one_of(
         st.tuples(whens, seqs, fingerprints).map(list),
@@ -495,9 +501,12 @@ http_values = st.one_of(
     st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.sampled_from([401, 3000])),
     st.integers().map(str),
     safe_datetimes.flatmap(_iso_variants),
+    st.sampled_from(EDGE_DATES),
     st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
-    st.tuples(safe_datetimes.map(lambda d: d.isoformat()), st.integers(-(2**63), 2**63 - 1),
+    st.tuples(safe_datetimes.map(lambda d: d.isoformat()) | st.sampled_from(EDGE_DATES),
+              st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**63, 10**40]),
               st.text(max_size=16)).map(list).map(_forge),
+    st.tuples(st.integers() | st.none(), st.integers(), st.text(max_size=3)).map(list).map(_forge),
 )
 http_names = st.one_of(
     st.sampled_from(LIST_PARAMS),

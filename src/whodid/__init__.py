@@ -14,6 +14,7 @@ from whodid.auditor import Auditor
 from whodid.context import Actor, RequestContext, audit_context, current_context, set_actor
 from whodid.entry import Entry
 from whodid.errors import ConfigurationError, InvalidQuery, WhodidError
+from whodid.retention import Retention
 
 __all__ = [
     "Actor",
@@ -22,6 +23,7 @@ __all__ = [
     "Entry",
     "InvalidQuery",
     "RequestContext",
+    "Retention",
     "WhodidError",
     "audit_context",
     "current_context",

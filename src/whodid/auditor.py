@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, TypeVar, overload
 
+import sqlalchemy as sa
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from whodid import export as _export
+from whodid import integrity, schema
 from whodid import query as _query
-from whodid import schema
 from whodid.context import Actor, RequestContext, current_context
 from whodid.enrich import Enricher
-from whodid.entry import Entry
+from whodid.entry import Entry, iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.orm import OrmCapture, make_spec
 from whodid.query import ANY_TENANT, Filters, Page
+from whodid.retention import Purged, Retention, check_horizon, purge_rows
+from whodid.schema import entries
 from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.writer import Change, Writer
 
@@ -43,6 +48,8 @@ class Auditor:
         redact_patterns: Iterable[str] = DEFAULT_REDACT_PATTERNS,
         geoip_db: str | os.PathLike[str] | None = None,
         signing_key: Any = None,
+        retention: Retention | None = None,
+        seal_grace: dt.timedelta = integrity.DEFAULT_GRACE,
     ) -> None:
         if isinstance(engine, str):
             engine = create_engine(engine)
@@ -55,7 +62,9 @@ class Auditor:
         self.engine: Engine | None = engine
         self.redactor = Redactor(redact_patterns)
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
-        self.signing_key = signing_key
+        self.signing_key = None if signing_key is None else integrity.load_private_key(signing_key)
+        self.retention = retention
+        self.seal_grace = seal_grace
         self.writer = Writer(self.enricher)
         self.capture = OrmCapture(self.writer)
 
@@ -259,3 +268,120 @@ class Auditor:
         spec = Filters.build(tenant_id=tenant_id, **filters)
         with _query.connect(self._bind()) as conn:
             return _export.write(fileobj, _query.iter_export_rows(conn, spec), format, progress)
+
+    # -- integrity and retention ------------------------------------------------
+
+    def _private_key(self) -> Any:
+        if self.signing_key is None:
+            raise ConfigurationError(
+                "sealing needs a signing key: Auditor(engine, signing_key='audit-ed25519.pem') "
+                "(create one with `whodid keygen audit-ed25519.pem`)"
+            )
+        return self.signing_key
+
+    def seal(self) -> integrity.Checkpoint | None:
+        """Write a signed checkpoint over the entries not sealed yet (None if none)."""
+        key = self._private_key()
+        engine = self._engine()
+        for attempt in range(5):
+            try:
+                with engine.begin() as conn:
+                    return integrity.seal(conn, key, self.seal_grace)
+            except IntegrityError:
+                # Another process sealed the same checkpoint number first.
+                if attempt == 4:
+                    raise
+        return None
+
+    def seal_every(self, seconds: float) -> integrity.Sealer:
+        """Seal in a background thread every ``seconds``; call ``.stop()`` to end it."""
+        return integrity.Sealer(self.seal, seconds).start()
+
+    def verify(
+        self,
+        public_key: Any = None,
+        *,
+        head: Mapping[str, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> integrity.Report:
+        """Check every entry against the signed checkpoints; see ``report.problems``.
+
+        ``public_key`` defaults to the signing key's public half; ``head`` is a
+        signed head kept outside the database (``checkpoint.head()``), which
+        lets verify see checkpoints removed from the end.
+        """
+        if public_key is None:
+            public = self._private_key().public_key()
+        else:
+            public = integrity.load_public_key(public_key)
+        with self._engine().connect() as conn:
+            return integrity.verify(conn, public, dict(head) if head else None, progress)
+
+    def purge(
+        self, before: dt.datetime | None = None, *, tenant_id: str | None = None
+    ) -> builtins.list[Purged]:
+        """Delete entries past their retention; the one way rows leave the log.
+
+        With ``before``, deletes entries older than it (of ``tenant_id``, or of
+        every tenant), refusing to cut into a configured retention period.
+        Without, applies ``Auditor(retention=...)`` to every tenant. Each purge
+        is signed (when a signing key is set) and recorded as an
+        ``audit_log.purge`` entry by the system actor.
+        """
+        now = dt.datetime.now(dt.UTC)
+        engine = self._engine()
+        if before is not None:
+            plan = [(tenant_id, utc(before))]
+        elif self.retention is None:
+            raise ConfigurationError(
+                "purge() without before= needs Auditor(retention=Retention.of('365d', {...}))"
+            )
+        else:
+            with engine.connect() as conn:
+                tenants = conn.execute(sa.select(entries.c.tenant_id).distinct()).scalars().all()
+            plan = []
+            for tenant in tenants if tenant_id is None else [tenant_id]:
+                period = self.retention.period(tenant)
+                if period is not None:
+                    plan.append((tenant, now - period))
+        done = []
+        for tenant, horizon in plan:
+            tenants_hit = [tenant] if tenant is not None else self._tenants(engine)
+            for each in tenants_hit:
+                check_horizon(self.retention, each, horizon, now)
+            if self.signing_key is not None:
+                self.seal()
+            with engine.begin() as conn:
+                result = purge_rows(conn, horizon, tenant, self.signing_key)
+                if result.rows:
+                    rows = self.writer.rows(
+                        [
+                            Change(
+                                feature="audit_log",
+                                operation="purge",
+                                action="audit_log.purge",
+                                metadata={
+                                    "before": iso(horizon),
+                                    "tenant_id": tenant,
+                                    "rows": result.rows,
+                                    "checkpoint": result.checkpoint,
+                                },
+                            )
+                        ],
+                        RequestContext(actor=Actor.system("whodid-retention"), tenant_id=tenant),
+                    )
+                    self.writer.write(conn, rows)
+            done.append(result)
+        return done
+
+    def _tenants(self, engine: Engine) -> builtins.list[str | None]:
+        with engine.connect() as conn:
+            return builtins.list(
+                conn.execute(sa.select(entries.c.tenant_id).distinct()).scalars().all()
+            )
+
+    def _engine(self) -> Engine:
+        bind = self._bind()
+        if isinstance(bind, Connection):
+            return bind.engine
+        return bind

@@ -574,3 +574,36 @@ def _ranges(seqs: Sequence[int]) -> str:
         if s is not None:
             start = prev = s
     return ", ".join(out[:20]) + (" ..." if len(out) > 20 else "")
+
+
+class Sealer:
+    """A daemon thread that seals every ``seconds`` until stopped."""
+
+    def __init__(self, seal: Callable[[], Any], seconds: float) -> None:
+        import threading
+
+        if seconds <= 0:
+            raise ConfigurationError("seal_every() needs a positive number of seconds")
+        self._seal = seal
+        self._seconds = seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="whodid-sealer", daemon=True)
+        self.errors = 0
+
+    def start(self) -> Sealer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import logging
+
+        while not self._stop.wait(self._seconds):
+            try:
+                self._seal()
+            except Exception:  # keep sealing; a database hiccup must not end it
+                self.errors += 1
+                logging.getLogger("whodid.integrity").exception("background seal failed")
+
+    def stop(self, timeout: float | None = 10) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

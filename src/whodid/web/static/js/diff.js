@@ -62,53 +62,55 @@ function plural(n, word) {
 
 const KIND_LABEL = { added: "Added", removed: "Removed", changed: "Changed" };
 
-/** A table of changes: field, kind, before, after. */
-export function diffTable(changes) {
-  const rows = changes.map((change) =>
-    h(
-      "tr",
-      { class: `diff-${change.kind}` },
-      h(
-        "th",
-        { scope: "row", class: "diff-field" },
-        h("code", {}, change.path),
-        h("span", { class: `kind kind-${change.kind}` }, KIND_LABEL[change.kind]),
-      ),
-      h(
-        "td",
-        { class: "diff-before" },
-        h("span", { class: "cell-label" }, "Before"),
-        change.kind === "added" ? h("span", { class: "json-none" }, "—") : jsonValue(change.before),
-      ),
-      h(
-        "td",
-        { class: "diff-arrow", "aria-hidden": "true" },
-        icon("arrow", 12),
-      ),
-      h(
-        "td",
-        { class: "diff-after" },
-        h("span", { class: "cell-label" }, "After"),
-        change.kind === "removed" ? h("span", { class: "json-none" }, "—") : jsonValue(change.after),
-      ),
-    ),
-  );
+function valueCell(side, change) {
+  const absent = (side === "before" && change.kind === "added") ||
+    (side === "after" && change.kind === "removed");
   return h(
-    "table",
-    { class: "diff" },
-    h("caption", { class: "visually-hidden" }, "Changed fields, with values before and after"),
-    h(
-      "thead",
-      {},
-      h(
-        "tr",
-        {},
+    "td",
+    { class: `diff-${side}` },
+    h("span", { class: "cell-label", "aria-hidden": "true" }, side === "before" ? "Before" : "After"),
+    absent ? h("span", { class: "json-none" }, "—") : jsonValue(change[side]),
+  );
+}
+
+/**
+ * A table of changes. A creation or deletion has one side only, so it shows
+ * one value column; an update shows before, an arrow and after.
+ */
+export function diffTable(entry, changes) {
+  const oneSide = entry.before == null ? "after" : entry.after == null ? "before" : null;
+  const head = oneSide
+    ? [h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Value")]
+    : [
         h("th", { scope: "col" }, "Field"),
         h("th", { scope: "col" }, "Before"),
-        h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "to")),
+        h("th", { scope: "col", class: "diff-arrow" }, h("span", { class: "visually-hidden" }, "to")),
         h("th", { scope: "col" }, "After"),
-      ),
-    ),
+      ];
+  const rows = changes.map((change) => {
+    const field = h(
+      "th",
+      { scope: "row", class: "diff-field" },
+      h("code", {}, change.path),
+      oneSide ? null : h("span", { class: `kind kind-${change.kind}` }, KIND_LABEL[change.kind]),
+    );
+    if (oneSide) {
+      return h("tr", { class: `diff-${change.kind}` }, field, h("td", {}, jsonValue(change[oneSide])));
+    }
+    return h(
+      "tr",
+      { class: `diff-${change.kind}` },
+      field,
+      valueCell("before", change),
+      h("td", { class: "diff-arrow", "aria-hidden": "true" }, icon("arrow", 12)),
+      valueCell("after", change),
+    );
+  });
+  return h(
+    "table",
+    { class: `diff ${oneSide ? "diff-one-side" : "diff-two-sides"}` },
+    h("caption", { class: "visually-hidden" }, oneSide ? "Recorded fields" : "Changed fields, before and after"),
+    h("thead", {}, h("tr", {}, head)),
     h("tbody", {}, rows),
   );
 }

@@ -1,0 +1,137 @@
+"""Retention: how long each tenant's entries are kept, and the purge that enforces it.
+
+Purging is the only way rows leave the log. It opens the purge window (the
+one row the delete trigger accepts), deletes what is past the horizon, closes
+the window, and in the same transaction writes a signed purge record listing
+exactly what went, plus an ``audit_log.purge`` entry. ``verify`` then accepts
+those rows' absence and says which range was purged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import Connection
+
+from whodid.entry import iso, utc
+from whodid.errors import ConfigurationError, InvalidQuery
+from whodid.integrity import latest_checkpoint, leaf_bytes, make_checkpoint
+from whodid.schema import entries, purge_window
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dwy])\s*$")
+# A year of retention must never be a day short, so a "year" is 366 days.
+_UNIT_DAYS = {"d": 1, "w": 7, "y": 366}
+UNLIMITED = ("unlimited", "forever", "never", "none")
+
+
+def parse_duration(value: str | dt.timedelta | int | None) -> dt.timedelta | None:
+    """``"365d"``, ``"3y"``, ``"12w"``, a timedelta, days as int; None/"unlimited" = forever."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dt.timedelta(days=value)
+    if isinstance(value, str):
+        if value.strip().lower() in UNLIMITED:
+            return None
+        match = _DURATION.match(value.lower())
+        if match:
+            return dt.timedelta(days=int(match[1]) * _UNIT_DAYS[match[2]])
+    raise ConfigurationError(
+        f"retention {value!r} is not a duration; use e.g. '365d', '3y', '12w' or 'unlimited'"
+    )
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Per-tenant retention periods (e.g. plans: 1, 3, 7 years, unlimited).
+
+    ``default`` applies to tenants not listed; None keeps entries forever.
+    """
+
+    default: dt.timedelta | None = None
+    tenants: Mapping[str, dt.timedelta | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, default: Any = None, tenants: Mapping[str, Any] | None = None) -> Retention:
+        return cls(
+            parse_duration(default),
+            {t: parse_duration(v) for t, v in (tenants or {}).items()},
+        )
+
+    def period(self, tenant_id: str | None) -> dt.timedelta | None:
+        if tenant_id is not None and tenant_id in self.tenants:
+            return self.tenants[tenant_id]
+        return self.default
+
+
+@dataclass(frozen=True)
+class Purged:
+    tenant_id: str | None
+    before: dt.datetime
+    rows: int
+    checkpoint: int | None
+
+
+def check_horizon(
+    retention: Retention | None, tenant_id: str | None, before: dt.datetime, now: dt.datetime
+) -> None:
+    """Refuse a purge that would cut into a tenant's retention period."""
+    if retention is None:
+        return
+    period = retention.period(tenant_id)
+    who = f"tenant {tenant_id!r}" if tenant_id is not None else "this log"
+    if period is None:
+        raise InvalidQuery(
+            f"{who} keeps its entries forever (retention: unlimited); nothing may be purged"
+        )
+    horizon = now - period
+    if before > horizon:
+        raise InvalidQuery(
+            f"purging before {iso(before)} would delete entries of {who} younger than its "
+            f"retention of {period.days} days; the earliest allowed horizon is {iso(horizon)}"
+        )
+
+
+def purge_rows(
+    conn: Connection,
+    before: dt.datetime,
+    tenant_id: str | None,
+    private: Ed25519PrivateKey | None,
+) -> Purged:
+    """Delete entries older than ``before`` (of one tenant, or all) and sign for it."""
+    before = utc(before)
+    c = entries.c
+    at = before.replace(tzinfo=None) if conn.dialect.name == "sqlite" else before
+    where = [c.occurred_at < at]
+    if tenant_id is not None:
+        where.append(c.tenant_id == tenant_id)
+    doomed = conn.execute(
+        sa.select(c.seq, c.occurred_at, c.digest).where(*where).order_by(c.seq)
+    ).all()
+    if not doomed:
+        return Purged(tenant_id, before, 0, None)
+    opened = conn.execute(purge_window.insert().values(before=at, tenant_id=tenant_id))
+    window_id = opened.inserted_primary_key[0]  # type: ignore[index]
+    deleted = conn.execute(sa.delete(entries).where(*where)).rowcount
+    conn.execute(sa.delete(purge_window).where(purge_window.c.id == window_id))
+    number = None
+    if private is not None:
+        previous = latest_checkpoint(conn)
+        leaves = b"".join(leaf_bytes(r.seq, r.occurred_at, r.digest) for r in doomed)
+        checkpoint = make_checkpoint(
+            conn,
+            private,
+            "purge",
+            leaves,
+            previous.hi if previous else 0,
+            {"before": iso(before), "tenant_id": tenant_id},
+            previous,
+        )
+        number = checkpoint.number
+    return Purged(tenant_id, before, deleted, number)
