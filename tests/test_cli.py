@@ -84,3 +84,25 @@ def test_errors_are_messages_not_tracebacks(db, tmp_path: Path):
     sa.create_engine(empty).connect().close()
     code, out = run("list", "--db", empty)
     assert code == 1 and "whodid init" in out
+
+
+def test_keygen_seal_verify_purge(db, tmp_path: Path):
+    key = tmp_path / "audit.pem"
+    assert run("keygen", str(key))[0] == 0
+    assert run("keygen", str(key))[0] == 1  # never overwrites a key
+    head = tmp_path / "head.json"
+    code, out = run("seal", "--db", db, "--key", str(key), "--head", str(head))
+    assert code == 0 and "checkpoint 1: 3 entries" in out
+    assert json.loads(head.read_text())["number"] == 1
+    code, out = run("verify", "--db", db, "--public-key", f"{key}.pub", "--head", str(head))
+    assert code == 0 and out.startswith("OK: 3 entries, 3 sealed")
+    code, out = run("verify", "--db", db, "--public-key", f"{key}.pub", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    other = tmp_path / "other.pem"
+    run("keygen", str(other))
+    code, out = run("verify", "--db", db, "--public-key", f"{other}.pub")
+    assert code == 1 and "WRONG_KEY" in out
+    code, out = run("purge", "--db", db, "--older-than", "1d", "--yes", "--key", str(key))
+    assert (code, out.strip()) == (0, "nothing to purge")
+    code, out = run("purge", "--db", db, "--older-than", "soon", "--yes")
+    assert code != 0 and "duration" in out

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,7 +21,7 @@ from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.demo import DEFAULT_DB
 from whodid.entry import iso
-from whodid.errors import InvalidQuery
+from whodid.errors import WhodidError
 from whodid.query import ACTOR_TYPES, ANY_TENANT, Filters
 
 db_option = click.option(
@@ -80,8 +81,14 @@ def _filters(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _auditor(db_url: str) -> Auditor:
+    return _configured(db_url)
+
+
+def _configured(db_url: str, **options: Any) -> Auditor:
     try:
-        return Auditor(db_url)
+        return Auditor(db_url, **options)
+    except WhodidError as exc:
+        raise click.ClickException(str(exc)) from exc
     except Exception as exc:
         raise click.ClickException(f"cannot open {db_url}: {exc}") from exc
 
@@ -90,7 +97,7 @@ def _auditor(db_url: str) -> Auditor:
 def _friendly(db_url: str) -> Iterator[None]:
     try:
         yield
-    except InvalidQuery as exc:
+    except WhodidError as exc:
         raise click.ClickException(str(exc)) from exc
     except SQLAlchemyError as exc:
         raise click.ClickException(
@@ -195,6 +202,131 @@ def export(db_url: str, fmt: str, output: str | None, **given: Any) -> None:
         )
     if path != "-":
         click.echo(f"{count} entries written to {path}", err=True)
+
+
+key_option = click.option(
+    "--key",
+    "key",
+    envvar="WHODID_SIGNING_KEY",
+    help="Ed25519 private key: PEM file path or PEM text (env: WHODID_SIGNING_KEY).",
+)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def keygen(path: str) -> None:
+    """Create an Ed25519 key pair: PATH (private, mode 600) and PATH.pub."""
+    from whodid.integrity import generate_key_pair
+
+    try:
+        private, public = generate_key_pair(path)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; refusing to overwrite a key") from None
+    click.echo(f"private key: {private} (keep it outside the database)\npublic key:  {public}")
+
+
+@main.command()
+@db_option
+@key_option
+@click.option(
+    "--head",
+    "head_path",
+    type=click.Path(dir_okay=False),
+    help="Write the signed head here (keep it outside the database).",
+)
+def seal(db_url: str, key: str | None, head_path: str | None) -> None:
+    """Sign a checkpoint over the entries not sealed yet."""
+    if not key:
+        raise click.ClickException("seal needs --key or WHODID_SIGNING_KEY (see whodid keygen)")
+    with _friendly(db_url):
+        auditor = _configured(db_url, signing_key=key)
+        checkpoint = auditor.seal()
+    if checkpoint is None:
+        click.echo("nothing new to seal")
+        return
+    if head_path:
+        with open(head_path, "w") as f:
+            json.dump(checkpoint.head(), f, indent=2)
+    click.echo(
+        f"checkpoint {checkpoint.number}: {checkpoint.count} entries, root {checkpoint.root[:16]}…"
+    )
+
+
+@main.command()
+@db_option
+@key_option
+@click.option("--public-key", help="Public key PEM file (default: the half of --key).")
+@click.option(
+    "--head",
+    "head_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A signed head written by `whodid seal --head`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def verify(
+    db_url: str, key: str | None, public_key: str | None, head_path: str | None, as_json: bool
+) -> None:
+    """Check every entry and checkpoint; exit 0 only if nothing was tampered with."""
+    if not (key or public_key):
+        raise click.ClickException("verify needs --public-key (or --key)")
+    head = json.loads(Path(head_path).read_text()) if head_path else None
+    with _friendly(db_url):
+        auditor = _configured(db_url, signing_key=key)
+        total = auditor.count() if sys.stderr.isatty() and not as_json else 0
+        with click.progressbar(
+            length=total, label="verifying", file=sys.stderr, hidden=not total
+        ) as bar:
+            report = auditor.verify(public_key, head=head, progress=bar.update)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"{problem.kind.upper():18} {problem.message}")
+        for purge in report.purged_ranges:
+            who = purge.get("tenant_id") or "all tenants"
+            click.echo(f"purged: {purge['count']} entries of {who} before {purge['before']}")
+        state = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+        click.echo(
+            f"{state}: {report.entries} entries, {report.sealed} sealed, "
+            f"{report.unsealed} not sealed yet, {report.checkpoints} checkpoints"
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@db_option
+@key_option
+@click.option(
+    "--older-than", "older_than", required=True, help="Age past which entries go, e.g. 365d, 3y."
+)
+@click.option("--tenant", "tenant_id", help="Only this tenant's entries.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(db_url: str, key: str | None, older_than: str, tenant_id: str | None, yes: bool) -> None:
+    """Delete entries past retention (signed and recorded as audit_log.purge)."""
+    from datetime import UTC, datetime
+
+    from whodid.retention import parse_duration
+
+    with _friendly(db_url):
+        try:
+            age = parse_duration(older_than)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--older-than") from None
+        if age is None:
+            raise click.BadParameter("needs a finite age", param_hint="--older-than")
+        before = datetime.now(UTC) - age
+        auditor = _configured(db_url, signing_key=key)
+        n = auditor.count(end=before, **({"tenant_id": tenant_id} if tenant_id else {}))
+        if not n:
+            click.echo("nothing to purge")
+            return
+        if not yes:
+            click.confirm(f"delete {n} entries older than {iso(before)}?", abort=True)
+        results = auditor.purge(before, tenant_id=tenant_id)
+    click.echo(
+        f"purged {sum(r.rows for r in results)} entries older than {iso(before)}"
+        + ("" if key else " (no --key: the purge is not signed)")
+    )
 
 
 @main.command()

@@ -47,10 +47,12 @@ export class EntryList {
     const when = new Date(entry.occurred_at);
     return h(
       "tr",
-      { tabindex: "-1", dataset: { id: entry.id } },
+      // Explicit roles: narrow screens lay rows out as cards (CSS grid), which
+      // some browsers take as leaving the table.
+      { tabindex: "-1", role: "row", dataset: { id: entry.id } },
       h(
         "td",
-        { class: "col-event" },
+        { class: "col-event", role: "cell" },
         h(
           "span",
           { class: "event" },
@@ -60,7 +62,7 @@ export class EntryList {
       ),
       h(
         "td",
-        { class: "col-actor" },
+        { class: "col-actor", role: "cell" },
         h(
           "span",
           { class: "actor" },
@@ -72,7 +74,7 @@ export class EntryList {
       ),
       h(
         "td",
-        { class: "col-aggregate" },
+        { class: "col-aggregate", role: "cell" },
         aggregate
           ? h(
               "button",
@@ -89,7 +91,7 @@ export class EntryList {
       ),
       h(
         "td",
-        { class: "col-when" },
+        { class: "col-when", role: "cell" },
         h(
           "time",
           { datetime: entry.occurred_at, title: isoInZone(when, this.zone()) },
