@@ -575,12 +575,16 @@ def _check_response(r: Any, viewer: str, kind: str) -> None:
 @FUZZ
 @given(data=st.data())
 def test_http_any_query_string(client, data):
-    viewer = data.draw(st.sampled_from(list(VIEWERS)), label="viewer")
     path = data.draw(st.sampled_from(["/audit-logs", "/audit-logs", "/audit-logs/export.csv",
                                       "/audit-logs/export.ndjson"]), label="path")
     wild = data.draw(st.booleans(), label="wild")
     parts = data.draw(st.lists(plausible_parts | wild_parts if wild else plausible_parts,
                                max_size=8 if wild else 3), label="parts")
+    for name in ("start_date", "end_date"):  # the date range gets a draw of its own
+        date = data.draw(st.none() | HTTP_PLAUSIBLE[name] | http_values, label=name)
+        parts += [] if date is None else [f"{name}={_encode(date)}"]
+    viewer = data.draw(st.sampled_from(["member_a", "anonymous", "owner_a", "admin_b",
+                                        "admin_empty", "owner_a", "admin_b"]), label="viewer")
     qs = "&".join(parts)
     if path == "/audit-logs" and data.draw(st.booleans(), label="with a real cursor"):
         first = client.get(f"{path}?{qs}&limit=1", headers=VIEWERS[viewer])

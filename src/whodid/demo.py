@@ -3,11 +3,13 @@
 ``whodid demo`` serves it. It shows the whole path with no audit code in the
 endpoints: the middleware names the actor (a dashboard user from a session
 cookie, or an API key from a bearer token), the ORM hooks record every change,
-and ``/audit/recent`` lists what was recorded.
+``/audit/`` is the audit log dashboard (``whodid.web.audit_app`` mounted) and
+``/audit/recent`` lists what was recorded.
 """
 
 from __future__ import annotations
 
+import html
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,14 +20,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 from whodid.asgi import AuditMiddleware
 from whodid.auditor import Auditor
 from whodid.context import Actor, audit_context
 from whodid.entry import Entry
 from whodid.schema import entries
+from whodid.web import Viewer, audit_app
 
 DEFAULT_DB = "sqlite:///whodid-demo.sqlite3"
 
@@ -102,6 +105,15 @@ def resolve_tenant(conn: HTTPConnection) -> str | None:
 def resolve_passkey(conn: HTTPConnection) -> bool:
     # Stands in for "this session was verified with WebAuthn".
     return conn.headers.get("x-passkey") == "1"
+
+
+def viewer_of(conn: HTTPConnection) -> Viewer | None:
+    """Who reads the audit log: the session's user, in their workspace and role."""
+    user_id = conn.cookies.get("session", "")
+    if user_id not in USERS:
+        return None
+    email, org, role = USERS[user_id]
+    return Viewer(tenant_id=org, role=role, actor=Actor.user(user_id, label=email))
 
 
 # -- the app ------------------------------------------------------------------
@@ -266,9 +278,12 @@ class Demo:
         return JSONResponse({"data": data})
 
     async def index(self, request: Request) -> Response:
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(_home_page(request.cookies.get("session")))
         return JSONResponse(
             {
                 "app": "whodid demo",
+                "dashboard": "/audit/  (sign in first: /signin/usr_ada)",
                 "try": [
                     "curl -b session=usr_ada localhost:8000/audit/recent",
                     "curl -H 'Authorization: Bearer sk_live_acme_4f9a2c' -d "
@@ -292,7 +307,10 @@ class Demo:
             Route("/customers/{id}", self.delete_customer, methods=["DELETE"]),
             Route("/payments", self.create_payment, methods=["POST"]),
             Route("/payments/{id}/refund", self.refund_payment, methods=["POST"]),
+            Route("/signin/{user_id}", sign_in),
+            # Before the mount, which would otherwise answer /audit/recent.
             Route("/audit/recent", self.recent),
+            Mount("/audit", audit_app(self.auditor, authorize=viewer_of)),
         ]
         app = Starlette(routes=routes, lifespan=lifespan)
         app.add_middleware(
@@ -303,6 +321,39 @@ class Demo:
             trusted_proxies=["127.0.0.1/32"],
         )
         return app
+
+
+async def sign_in(request: Request) -> Response:
+    """The demo's stand-in for a login form: any of the fixed users, no password."""
+    user_id = request.path_params["user_id"]
+    if user_id not in USERS:
+        return _error(404, "not_found", f"no demo user {user_id[:40]!r}")
+    # Relative, so the demo works wherever it is mounted.
+    response = RedirectResponse("../audit/", status_code=303)
+    response.set_cookie("session", user_id, httponly=True, samesite="lax")
+    return response
+
+
+def _home_page(session: str | None) -> str:
+    """The demo's front page: who you are, and links to sign in as each user."""
+    rows = "".join(
+        f'<li><a class="menu-item" href="signin/{html.escape(uid)}">'
+        f"<span>{html.escape(email)}</span>"
+        f'<span class="muted">{html.escape(role)} of {html.escape(org)}'
+        f"{' (signed in)' if uid == session else ''}</span></a></li>"
+        for uid, (email, org, role) in USERS.items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>whodid demo</title><link rel="stylesheet" href="audit/static/dashboard.css"></head>
+<body><main><section class="panel filters-panel">
+<h1>whodid demo</h1>
+<p class="subtitle">A small payments app whose every change lands in an audit log.
+Sign in as one of its users to open the <a href="audit/">audit log dashboard</a>;
+only owners and admins may read it.</p>
+<ul class="related">{rows}</ul>
+</section></main></body></html>"""
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
@@ -79,7 +80,12 @@ class Filters:
             if value is None or (name == "tenant_id" and value is ANY_TENANT):
                 values[name] = value
             elif name == "action":
-                actions = [value] if isinstance(value, str) else list(value)
+                if isinstance(value, str):
+                    actions = [value]
+                elif isinstance(value, list | tuple | set | frozenset):
+                    actions = list(value)
+                else:
+                    raise InvalidQuery("action must be a string or a list of strings")
                 values[name] = tuple(_text("action", a) for a in actions if a)
             elif name in ("start", "end"):
                 values[name] = _datetime(name, value)
@@ -168,10 +174,30 @@ def _text(name: str, value: Any) -> str:
         raise InvalidQuery(f"{name} is longer than {MAX_VALUE} characters")
     if "\x00" in text:
         raise InvalidQuery(f"{name} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidQuery(f"{name} is not valid text (it holds a lone surrogate)") from None
     return text
 
 
+# Entries cannot predate the epoch; far-future bounds would overflow the
+# window arithmetic. Anything outside is a typo.
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
 def _datetime(name: str, value: Any) -> dt.datetime:
+    try:
+        parsed = _parse_datetime(name, value)
+    except OverflowError:
+        parsed = _LATEST + MAX_SPAN  # fails the range check below
+    if not _EARLIEST <= parsed <= _LATEST:
+        raise InvalidQuery(f"{name} must lie between 1970 and 9000, got {str(value)[:40]!r}")
+    return parsed
+
+
+def _parse_datetime(name: str, value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return utc(value)
     if isinstance(value, dt.date):
@@ -211,10 +237,15 @@ def decode_cursor(cursor: str, filters: Filters) -> tuple[dt.datetime, int]:
         if hashlib.sha256(payload.encode()).hexdigest()[:12] != check:
             raise bad
         when, seq, fingerprint = json.loads(payload)
-        occurred = utc(dt.datetime.fromisoformat(when.replace("Z", "+00:00")))
-    except (ValueError, binascii.Error, TypeError, UnicodeDecodeError):
+        occurred = _datetime("cursor", when)
+    except (ValueError, binascii.Error, TypeError, UnicodeDecodeError, AttributeError):
         raise bad from None
-    if fingerprint != filters.fingerprint() or not isinstance(seq, int):
+    if (
+        fingerprint != filters.fingerprint()
+        or not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not 0 <= seq < 2**63
+    ):
         raise bad
     return occurred, seq
 
@@ -293,8 +324,13 @@ def count_entries(conn: Connection, filters: Filters) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
+_ENTRY_ID = re.compile(r"log_[0-9A-HJKMNP-TV-Z]{26}")
+
+
 def get_entry(conn: Connection, entry_id: str, tenant_id: Any = ANY_TENANT) -> Entry | None:
-    if not isinstance(entry_id, str) or len(entry_id) > 40:
+    # Anything that is not an entry id cannot name one: no query needed, and
+    # no odd bytes (NUL, surrogates) ever reach the driver.
+    if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
         return None
     stmt = sa.select(entries).where(entries.c.id == entry_id)
     stmt = stmt.where(*Filters(tenant_id=tenant_id).conditions())

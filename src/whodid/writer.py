@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
 from whodid.enrich import Enricher, default_enricher
-from whodid.entry import digest, new_entry_id
+from whodid.entry import digest, new_entry_id, utc
 from whodid.schema import entries
 from whodid.values import to_json
 
@@ -67,7 +67,7 @@ class Writer:
         """Entry rows for ``changes``, attributed to ``ctx`` (default: the current one)."""
         if ctx is None:
             ctx = current_context()
-        now = occurred_at or dt.datetime.now(dt.UTC)
+        now = utc(occurred_at) if occurred_at else dt.datetime.now(dt.UTC)
         shared = self._context_fields(ctx)
         rows = []
         for change in changes:

@@ -183,7 +183,6 @@ export class Drawer {
           ),
         ],
         [actor.type === "system" ? "Job" : "ID", entry.actor_id ? mono(entry.actor_id) : null],
-        ["Label", actor.type !== "system" && entry.actor_label ? entry.actor_label : null],
         ["Passkey", entry.passkey ? "Verified with a passkey" : "Not verified with a passkey"],
       ]),
     );

@@ -38,6 +38,7 @@ class Dashboard {
     this.zone = this.pickZone(this.state.tz);
     this.cursor = null;
     this.loading = null;
+    this.loads = 0;
     this.actions = getJson(urls.actions()).then(
       (body) => body.data,
       () => null, // the list's own request reports errors
@@ -137,6 +138,17 @@ class Dashboard {
   // -- loading -------------------------------------------------------------------
 
   async load({ focusList = false } = {}) {
+    // For tests and tools: "loading" until the list shows the current state.
+    const seq = ++this.loads;
+    document.body.dataset.state = "loading";
+    try {
+      await this.loadList(focusList);
+    } finally {
+      if (seq === this.loads) document.body.dataset.state = "ready";
+    }
+  }
+
+  async loadList(focusList) {
     const range = dateRange(this.state, this.zone);
     this.form.show(this.state, range);
     this.form.showError(range.error);
@@ -170,13 +182,16 @@ class Dashboard {
     const button = $("#load-more");
     const params = new URLSearchParams(this.params);
     params.set("cursor", this.cursor);
+    // Read before disabling: a disabled button loses focus.
+    const hadFocus = document.activeElement === button;
     button.disabled = true;
     button.textContent = "Loading…";
+    document.body.dataset.state = "loading";
     const page = await this.fetch(params);
+    document.body.dataset.state = "ready";
     button.disabled = false;
     button.textContent = "Load more";
     if (!page) return;
-    const hadFocus = document.activeElement === button;
     const first = this.list.append(page.data);
     this.form.rememberActors(page.data);
     this.showMore(page.next_cursor);
