@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from whodid import export as _export
-from whodid import integrity, schema
+from whodid import integrity, partitions, schema
 from whodid import query as _query
 from whodid.context import Actor, RequestContext, current_context
 from whodid.enrich import Enricher
@@ -78,9 +78,22 @@ class Auditor:
             )
         return bind
 
-    def create_all(self, bind: Engine | Connection | None = None) -> None:
-        """Create the audit table, its indexes and append-only triggers (idempotent)."""
-        schema.create_all(self._bind(bind))
+    def create_all(
+        self, bind: Engine | Connection | None = None, *, partitioned: bool = False
+    ) -> None:
+        """Create the audit table, its indexes and append-only triggers (idempotent).
+
+        ``partitioned=True`` (PostgreSQL) partitions the table by month, so that
+        retention drops whole months; see :mod:`whodid.partitions`.
+        """
+        target = self._bind(bind)
+        if not partitioned:
+            schema.create_all(target)
+        elif isinstance(target, Connection):
+            partitions.create_partitioned(target)
+        else:
+            with target.begin() as conn:
+                partitions.create_partitioned(conn)
 
     def instrument(self, target: Any) -> Any:
         """Install the ORM hooks on a sessionmaker, scoped_session, Session class or instance
