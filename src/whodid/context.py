@@ -124,35 +124,36 @@ class RequestContext:
         self.source: ContextSource = parent.source if parent is not None else source
         self.parent = parent
 
+    def _lazy(self, name: str) -> Any:
+        # Asked once: of the parent context if nested, else of the source.
+        value = getattr(self, "_" + name)
+        if value is _UNSET:
+            if self.parent is not None:
+                value = getattr(self.parent, name)
+            else:
+                value = getattr(self.source, name)()
+            setattr(self, "_" + name, value)
+        return value
+
     @property
     def actor(self) -> Actor | None:
-        if self._actor is _UNSET:
-            self._actor = self.parent.actor if self.parent else self.source.actor()
-        return self._actor
+        return self._lazy("actor")  # type: ignore[no-any-return]
 
     @property
     def tenant_id(self) -> str | None:
-        if self._tenant_id is _UNSET:
-            self._tenant_id = self.parent.tenant_id if self.parent else self.source.tenant_id()
-        return self._tenant_id
+        return self._lazy("tenant_id")  # type: ignore[no-any-return]
 
     @property
     def passkey(self) -> bool:
-        if self._passkey is _UNSET:
-            self._passkey = self.parent.passkey if self.parent else bool(self.source.passkey())
-        return self._passkey
+        return bool(self._lazy("passkey"))
 
     @property
     def ip(self) -> str | None:
-        if self._ip is _UNSET:
-            self._ip = self.parent.ip if self.parent else self.source.ip()
-        return self._ip
+        return self._lazy("ip")  # type: ignore[no-any-return]
 
     @property
     def user_agent(self) -> str | None:
-        if self._user_agent is _UNSET:
-            self._user_agent = self.parent.user_agent if self.parent else self.source.user_agent()
-        return self._user_agent
+        return self._lazy("user_agent")  # type: ignore[no-any-return]
 
     @property
     def in_request(self) -> bool:

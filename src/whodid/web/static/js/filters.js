@@ -31,6 +31,7 @@ export class FilterForm {
     this.actionsLoaded = false;
     this.selected = [];
     this.actors = new Map();
+    this.implied = { from: null, to: null };
 
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -56,6 +57,9 @@ export class FilterForm {
   read() {
     const state = {};
     for (const [name, field] of Object.entries(this.fields)) state[name] = field.value.trim();
+    // A date still showing its default stays out of the URL, so the default
+    // range keeps rolling forward ("the last 7 days", not a fixed week).
+    for (const name of ["from", "to"]) if (state[name] === this.implied[name]) state[name] = "";
     state.action = [...this.selected];
     return state;
   }
@@ -67,6 +71,7 @@ export class FilterForm {
     // The inputs show the range in effect, defaults included.
     this.fields.from.value = range.from;
     this.fields.to.value = range.to;
+    this.implied = { from: state.from ? null : range.from, to: state.to ? null : range.to };
     this.selected = [...state.action];
     this.renderActions();
     this.renderChips(state);

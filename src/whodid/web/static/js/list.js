@@ -35,9 +35,9 @@ export class EntryList {
   append(entries) {
     const rows = entries.map((entry) => this.row(entry));
     this.entries.push(...entries);
+    rows.forEach((row) => this.deactivate(row));
     this.tbody.append(...rows);
     if (!this.tbody.querySelector('tr[tabindex="0"]') && rows.length) this.activate(rows[0]);
-    else rows.forEach((row) => this.deactivate(row));
     return rows[0] || null;
   }
 

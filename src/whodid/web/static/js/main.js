@@ -58,6 +58,11 @@ class Dashboard {
     });
     this.setUpZones();
     closeOnEscape($("#export-menu"));
+    for (const link of document.querySelectorAll("#export-menu a")) {
+      link.addEventListener("click", () => {
+        $("#export-menu").open = false;
+      });
+    }
     $("#load-more").addEventListener("click", () => this.more());
     $("#empty-clear").addEventListener("click", () => this.apply(emptyState(), { reset: true }));
     window.addEventListener("popstate", () => this.restore());
@@ -101,11 +106,20 @@ class Dashboard {
     group.label = "All time zones";
     for (const zone of allZones()) group.append(option(zone, zone));
     select.append(group);
-    select.value = this.zone;
+    this.showZone();
     select.addEventListener("change", () => {
       storeZone(select.value);
       this.apply({ tz: select.value === this.defaultZone ? "" : select.value });
     });
+  }
+
+  /** Select the zone in use, adding it first if Intl lists it under another name. */
+  showZone() {
+    const select = $("#tz");
+    if (![...select.options].some((o) => o.value === this.zone)) {
+      select.insertBefore(new Option(this.zone, this.zone), select.querySelector("optgroup"));
+    }
+    select.value = this.zone;
   }
 
   // -- state ---------------------------------------------------------------------
@@ -125,7 +139,7 @@ class Dashboard {
   restore() {
     this.state = readState();
     this.zone = this.pickZone(this.state.tz);
-    $("#tz").value = this.zone;
+    this.showZone();
     this.load().then(() => this.openFromUrl());
   }
 

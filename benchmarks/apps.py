@@ -1,0 +1,111 @@
+"""The ASGI contenders: one Starlette app, bare or behind each context-capture middleware.
+
+Used in-process by ``bench_asgi.py`` and served by uvicorn in ``bench_load.py``
+(``uvicorn --factory apps:make_whodid`` etc., with ``benchmarks/`` on the path).
+Every app answers ``GET /`` with a 2-byte plain-text body; the endpoint reads
+nothing and writes nothing, so what differs is the middleware alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def _app(*middleware: Middleware) -> Starlette:
+    return Starlette(routes=[Route("/", hello)], middleware=list(middleware))
+
+
+def make_bare() -> Starlette:
+    return _app()
+
+
+def make_whodid() -> Starlette:
+    from whodid import Actor
+    from whodid.asgi import AuditMiddleware
+
+    def actor(request: Any) -> Actor | None:  # typical resolver; lazy, never called here
+        user = request.scope.get("user")
+        return Actor.user(user.id) if user else None
+
+    return _app(
+        Middleware(
+            AuditMiddleware,
+            actor=actor,
+            tenant=lambda r: r.headers.get("x-org"),
+            trusted_proxies=["10.0.0.0/8"],
+        )
+    )
+
+
+def make_correlation_id() -> Starlette:
+    from asgi_correlation_id import CorrelationIdMiddleware
+
+    return _app(Middleware(CorrelationIdMiddleware))
+
+
+def make_starlette_context() -> Starlette:
+    # The pure-ASGI flavour (RawContextMiddleware) with the request/correlation id
+    # plugins: the closest match to what whodid's middleware captures up front.
+    from starlette_context import plugins
+    from starlette_context.middleware import RawContextMiddleware
+
+    return _app(
+        Middleware(
+            RawContextMiddleware,
+            plugins=(plugins.RequestIdPlugin(), plugins.CorrelationIdPlugin()),
+        )
+    )
+
+
+class _NoopHTTP(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        return await call_next(request)  # type: ignore[no-any-return]
+
+
+def make_noop_base_http() -> Starlette:
+    return _app(Middleware(_NoopHTTP))
+
+
+class _NoopASGI:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def make_noop_asgi() -> Starlette:
+    return _app(Middleware(_NoopASGI))
+
+
+# name -> (label, factory, module needed or None)
+CONTENDERS: dict[str, tuple[str, Callable[[], Starlette], str | None]] = {
+    "bare": ("bare Starlette (baseline)", make_bare, None),
+    "whodid": ("whodid AuditMiddleware", make_whodid, None),
+    "correlation_id": ("asgi-correlation-id", make_correlation_id, "asgi_correlation_id"),
+    "starlette_context": (
+        "starlette-context (Raw + request/correlation id plugins)",
+        make_starlette_context,
+        "starlette_context",
+    ),
+    "noop_base_http": ("no-op BaseHTTPMiddleware (reference)", make_noop_base_http, None),
+    "noop_asgi": ("no-op pure ASGI wrapper (reference)", make_noop_asgi, None),
+}
+
+
+def available(name: str) -> bool:
+    module = CONTENDERS[name][2]
+    return module is None or importlib.util.find_spec(module) is not None
