@@ -134,7 +134,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
             )
             demo.customer = made.json()["id"]
             pay = http.post(
-                "/payments", json={"customer_id": demo.customer, "amount": "120.00"}, headers=headers
+                "/payments",
+                json={"customer_id": demo.customer, "amount": "120.00"},
+                headers=headers,
             )
             demo.payment = pay.json()["id"]
             http.patch(
@@ -189,9 +191,7 @@ def open_page(browser: Any, site: DemoSite) -> Iterator[Any]:
             context.add_cookies([{"name": "session", "value": user, "url": site.url}])
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on(
-            "console", lambda m: errors.append(m.text) if m.type == "error" else None
-        )
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto((base or site.audit) + query)
         wait_ready(page)
         return page
@@ -538,10 +538,16 @@ def test_keyboard_and_labels(open_page):
     assert page.evaluate("document.activeElement.dataset.id") == third
 
 
-def test_usable_on_a_phone(open_page):
-    page = open_page("usr_ada", width=375)
+def test_usable_on_a_phone(open_page, site):
+    page = open_page("usr_ada", f"?entity_id={site.customer}", width=375)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-    assert page.locator("#rows tr").first.is_visible()
+    # The filters fold away so the list starts on the first screen.
+    assert page.locator("#rows tr").first.bounding_box()["y"] < 860
+    assert page.locator("#f-entity").is_hidden()
+    toggle = page.get_by_role("button", name="Filters · 1 active")
+    toggle.click()
+    assert page.input_value("#f-entity") == site.customer and page.locator("#f-entity").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.locator("#rows tr").first.click()
     expect()(page.locator("#drawer")).to_be_visible()
     box = page.locator("#drawer").bounding_box()
@@ -556,8 +562,10 @@ def test_page_assets_and_actions_endpoint(site):
         page = http.get("/audit/")
         assert page.status_code == 200
         assert "script-src 'self'" in page.headers["content-security-policy"]
-        assert http.get("/audit/static/js/main.js").headers["content-type"].startswith(
-            "text/javascript"
+        assert (
+            http.get("/audit/static/js/main.js")
+            .headers["content-type"]
+            .startswith("text/javascript")
         )
         assert http.get("/audit/static/nope.js").status_code == 404
         actions = http.get("/audit/audit-logs/actions").json()["data"]

@@ -64,7 +64,7 @@ def iso(value: dt.datetime) -> str:
 
 def canonical(row: Mapping[Any, Any]) -> bytes:
     """The canonical bytes of an entry (see the module docstring)."""
-    doc = {name: row.get(name) for name in CONTENT_FIELDS}
+    doc = {name: row[name] for name in CONTENT_FIELDS}
     doc["occurred_at"] = iso(row["occurred_at"])
     return json.dumps(
         doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

@@ -190,10 +190,11 @@ export class Drawer {
 
   request(entry) {
     const client = entry.client || {};
+    const known = (value) => value && value !== "Other"; // the parser's "don't know"
     const clientText = [
-      client.browser,
-      client.os && `on ${client.os}`,
-      client.device && client.device !== "Other" && `· ${client.device}`,
+      known(client.browser) && client.browser,
+      known(client.os) && `on ${client.os}`,
+      known(client.device) && `· ${client.device}`,
       client.is_bot && "· bot",
     ]
       .filter(Boolean)

@@ -51,6 +51,11 @@ export class FilterForm {
       this.onChange({ action: this.selected });
     });
     closeOnEscape(this.actionMenu);
+    this.toggle = root.querySelector("#filters-toggle");
+    this.toggle.addEventListener("click", () => {
+      const open = this.toggle.getAttribute("aria-expanded") !== "true";
+      this.toggle.setAttribute("aria-expanded", String(open));
+    });
   }
 
   /** What the form says now (text fields included, submitted or not). */
@@ -75,6 +80,9 @@ export class FilterForm {
     this.selected = [...state.action];
     this.renderActions();
     this.renderChips(state);
+    const active = ["actor_id", "actor_type", "entity_id", "from", "to"].filter((k) => state[k]);
+    const count = active.length + (state.action.length ? 1 : 0);
+    this.toggle.querySelector("#filters-count").textContent = count ? ` · ${count} active` : "";
   }
 
   showError(message) {

@@ -39,6 +39,7 @@ class Dashboard {
     this.cursor = null;
     this.loading = null;
     this.loads = 0;
+    this.denied = false;
     this.actions = getJson(urls.actions()).then(
       (body) => body.data,
       () => null, // the list's own request reports errors
@@ -79,6 +80,7 @@ class Dashboard {
 
   /** The entry a link names (?entry=...), opened as if from its row. */
   openFromUrl() {
+    if (this.denied) return;
     if (!this.state.entry) {
       this.drawer.close();
       return;
@@ -242,6 +244,7 @@ class Dashboard {
 
   /** No data at all for this viewer: say why, and show nothing else. */
   deny(error) {
+    this.denied = true;
     this.list.clear();
     for (const id of ["#filters-panel", "#log", "#toolbar"]) $(id).hidden = true;
     const forbidden = error.status === 403;
@@ -296,4 +299,4 @@ class Dashboard {
   }
 }
 
-window.whodidDashboard = new Dashboard();
+new Dashboard();

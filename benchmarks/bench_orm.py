@@ -1,0 +1,434 @@
+"""Workloads 3 and 4: ORM write transactions, audited by each contender vs bare.
+
+Every contender lives in its own worker process (multiprocessing, spawn) with
+its own databases: the peers install process-wide SQLAlchemy listeners
+(Continuum and PostgreSQL-Audit hook every Session and Mapper), which would
+otherwise tax the baseline too. The coordinator tells the workers in turn to
+run one round, so rounds stay interleaved across processes.
+
+- crud: per cycle three transactions, each in a fresh Session, as a web request
+  does it: insert (add + commit), update (get + change two columns + commit),
+  delete (get + delete + commit). Each is timed on its own; a round's figure is
+  the median over its cycles.
+- bulk: one Session adds 10,000 new rows and commits (one flush). The objects
+  are built before the clock starts.
+
+Contenders: bare (no auditing), whodid (Auditor.track + instrument, inside an
+audit_context carrying actor, tenant, IP, user agent and request id, as the
+middleware would provide), SQLAlchemy-Continuum (make_versioned; version table
+plus its transaction table), PostgreSQL-Audit (statement-level triggers into
+its activity table plus a transaction row with actor and client address;
+PostgreSQL only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import multiprocessing
+import os
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+CONTENDERS = {
+    "bare": ("bare SQLAlchemy (baseline)", None),
+    "whodid": ("whodid", None),
+    "continuum": ("SQLAlchemy-Continuum", "sqlalchemy_continuum"),
+    "pgaudit": ("PostgreSQL-Audit", "postgresql_audit"),
+}
+UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
+
+
+def available(name: str) -> bool:
+    module = CONTENDERS[name][1]
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def supports(name: str, db: str) -> bool:
+    return not (name == "pgaudit" and db != "postgresql")
+
+
+# -- inside a worker process ------------------------------------------------------
+
+
+class Setup:
+    """One contender's model, schema and sessions on each database."""
+
+    def __init__(self, contender: str, urls: dict[str, str]) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+        self.contender = contender
+        self.sa = sa
+        manager: Any = None
+        if contender == "continuum":
+            from sqlalchemy_continuum import make_versioned
+
+            make_versioned(user_cls=None)
+
+        class Base(DeclarativeBase):
+            pass
+
+        if contender == "pgaudit":
+            from postgresql_audit import versioning_manager
+
+            manager = versioning_manager
+            manager.init(Base)
+            manager.values = {"actor_id": "usr_1", "client_addr": "203.0.113.7"}
+
+        versioned = contender in ("continuum", "pgaudit")
+
+        class Item(Base):
+            __tablename__ = "items"
+            if versioned:
+                __versioned__: dict[str, Any] = {}  # noqa: RUF012
+            id: Mapped[int] = mapped_column(primary_key=True)
+            name: Mapped[str] = mapped_column(sa.String(100))
+            email: Mapped[str] = mapped_column(sa.String(200))
+            amount: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
+            status: Mapped[str] = mapped_column(sa.String(20))
+            created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+
+        sa.orm.configure_mappers()
+        self.Item = Item
+        self.engines: dict[str, Any] = {}
+        self.sessions: dict[str, Any] = {}
+        self.auditor: Any = None
+        if contender == "whodid":
+            from whodid import Auditor
+
+            self.auditor = Auditor()
+            self.auditor.track(Item, feature="customer")
+
+        for db, url in urls.items():
+            if not supports(contender, db):
+                continue
+            engine = sa.create_engine(url)
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            Base.metadata.drop_all(engine)
+            if manager is not None:
+                # PostgreSQL-Audit's audit_table() function is created along with its
+                # activity table; SQLAlchemy 2.x creates `items` first otherwise.
+                Base.metadata.create_all(
+                    engine,
+                    tables=[manager.transaction_cls.__table__, manager.activity_cls.__table__],
+                )
+            Base.metadata.create_all(engine)
+            Session = sessionmaker(engine, expire_on_commit=False)
+            if self.auditor is not None:
+                self.auditor.create_all(engine)
+                self.auditor.instrument(Session)
+            self.engines[db] = engine
+            self.sessions[db] = Session
+        self.counter = 0
+
+    def context(self) -> Any:
+        if self.contender != "whodid":
+            return contextlib.nullcontext()
+        from whodid import Actor, audit_context
+
+        return audit_context(
+            actor=Actor.user("usr_1", label="ada@example.com"),
+            tenant_id="org_1",
+            ip="203.0.113.7",
+            user_agent=UA,
+            request_id=os.urandom(16).hex(),
+        )
+
+    def new_item(self) -> Any:
+        self.counter += 1
+        i = self.counter
+        return self.Item(
+            name=f"Customer {i}",
+            email=f"customer{i}@example.com",
+            amount=Decimal("12.34"),
+            status="active",
+            created_at=dt.datetime.now(dt.UTC),
+        )
+
+    def crud(self, db: str, n: int) -> dict[str, float]:
+        """Median µs of insert, update and delete transactions over ``n`` cycles."""
+        Session = self.sessions[db]
+        Item = self.Item
+        perf = time.perf_counter
+        times: dict[str, list[float]] = {"insert": [], "update": [], "delete": []}
+        for _ in range(n):
+            obj = self.new_item()
+            with self.context(), Session() as s:
+                t = perf()
+                s.add(obj)
+                s.commit()
+                times["insert"].append(perf() - t)
+            pk = obj.id
+            with self.context(), Session() as s:
+                t = perf()
+                row = s.get(Item, pk)
+                row.status = "suspended"
+                row.amount = Decimal("99.50")
+                s.commit()
+                times["update"].append(perf() - t)
+            with self.context(), Session() as s:
+                t = perf()
+                s.delete(s.get(Item, pk))
+                s.commit()
+                times["delete"].append(perf() - t)
+        return {op: statistics.median(v) * 1e6 for op, v in times.items()}
+
+    def bulk(self, db: str, n: int) -> float:
+        """Seconds to add ``n`` new rows in one Session and commit (one flush)."""
+        import gc
+
+        objs = [self.new_item() for _ in range(n)]
+        Session = self.sessions[db]
+        with self.context(), Session() as s:
+            gc.collect()
+            t = time.perf_counter()
+            s.add_all(objs)
+            s.commit()
+            took = time.perf_counter() - t
+        return took
+
+    def audit_rows(self, db: str) -> int:
+        """How many audit records this contender has written (a sanity check)."""
+        table = {"whodid": "whodid_entries", "continuum": "items_version",
+                 "pgaudit": "activity"}.get(self.contender)
+        if table is None:
+            return 0
+        with self.engines[db].connect() as conn:
+            return int(conn.execute(self.sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def worker_main(conn: Any, contender: str, urls: dict[str, str]) -> None:
+    try:
+        setup = Setup(contender, urls)
+        for db in setup.sessions:  # warm: first statements, caches, pool
+            setup.crud(db, 3)
+        conn.send(("ready", None))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        command, args = conn.recv()
+        if command == "stop":
+            return
+        try:
+            conn.send(("ok", getattr(setup, command)(*args)))
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+
+
+# -- the coordinator --------------------------------------------------------------
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Worker:
+    def __init__(self, contender: str, urls: dict[str, str]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=worker_main, args=(child, contender, urls), name=f"bench-{contender}"
+        )
+        self.proc.start()
+        child.close()
+        self.contender = contender
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        self._recv(timeout)
+
+    def call(self, command: str, *args: Any, timeout: float = 600) -> Any:
+        self.conn.send((command, args))
+        return self._recv(timeout)
+
+    def _recv(self, timeout: float) -> Any:
+        if not self.conn.poll(timeout):
+            raise WorkerError(f"{self.contender}: no answer in {timeout:.0f} s")
+        kind, value = self.conn.recv()
+        if kind == "error":
+            raise WorkerError(value)
+        return value
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(("stop", ()))
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+@contextlib.contextmanager
+def workers(urls_for: Callable[[str], dict[str, str]]) -> Iterator[tuple[dict[str, Worker],
+                                                                         dict[str, str]]]:
+    """Started workers for every installed contender, and why any other is missing."""
+    started: dict[str, Worker] = {}
+    missing: dict[str, str] = {}
+    for name, (_, module) in CONTENDERS.items():
+        if available(name):
+            started[name] = Worker(name, urls_for(name))
+        else:
+            missing[name] = f"not installed (pip install -e '.[bench]' for {module})"
+    try:
+        for name in list(started):
+            try:
+                started[name].wait_ready()
+            except WorkerError as exc:
+                missing[name] = "failed to set up: " + _last_line(str(exc))
+                missing[name + ":traceback"] = str(exc)
+                started.pop(name).stop()
+        yield started, missing
+    finally:
+        for worker in started.values():
+            worker.stop()
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+# -- the tables -------------------------------------------------------------------
+
+DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite (WAL)"}
+CRUD_TARGET = {"postgresql": 1.25, "sqlite": 1.3}
+BULK_TARGET = {"postgresql": 1.3}
+PEERS = ("continuum", "pgaudit")
+
+
+def _columns(first: list[str], unit: str) -> list[str]:
+    cols = [*first, f"bare {unit}"]
+    for name in ("whodid", *PEERS):
+        label = CONTENDERS[name][0]
+        cols += [f"{label} {unit}", f"{label} / bare"]
+    return [*cols, "target (whodid)", "status"]
+
+
+def _cells(
+    results: dict[str, list[float]], names: list[str], missing: dict[str, str], db: str,
+    unit: str, scale: float, digits: int,
+) -> dict[str, Any]:
+    from common import fmt_num, fmt_ratio, median, paired_ratios
+
+    base = results["bare"]
+    cells: dict[str, Any] = {f"bare {unit}": fmt_num(median(base) * scale, digits)}
+    for name in ("whodid", *PEERS):
+        label = CONTENDERS[name][0]
+        if name not in names:
+            why = missing.get(name) or ("PostgreSQL only" if not supports(name, db) else "n/a")
+            cells[f"{label} {unit}"] = why
+            cells[f"{label} / bare"] = "n/a"
+            continue
+        cells[f"{label} {unit}"] = fmt_num(median(results[name]) * scale, digits)
+        cells[f"{label} / bare"] = fmt_ratio(paired_ratios(results[name], base))
+    return cells
+
+
+def _verdict(
+    results: dict[str, list[float]], names: list[str], target: float | None,
+    against_peers: bool,
+) -> tuple[str, str]:
+    from common import MET, MISSED, NO_TARGET, median, paired_ratios
+
+    if "whodid" not in results:
+        return NO_TARGET, NO_TARGET
+    ratio = median(paired_ratios(results["whodid"], results["bare"]))
+    problems = []
+    if target is not None and ratio > target:
+        problems.append(f"{ratio:.2f}x > {target:.2f}x")
+    if against_peers:
+        for peer in PEERS:
+            if peer in names and median(results["whodid"]) >= median(results[peer]):
+                problems.append(f"not below {CONTENDERS[peer][0]}")
+    wanted = []
+    if target is not None:
+        wanted.append(f"<= {target:.2f}x bare")
+    if against_peers:
+        wanted.append("below peers")
+    if not wanted:
+        return NO_TARGET, NO_TARGET
+    return ", ".join(wanted), (MET if not problems else f"{MISSED}: " + "; ".join(problems))
+
+
+def sections(
+    dbs: list[str],
+    urls_for: Callable[[str], dict[str, str]],
+    crud_rounds: int,
+    crud_cycles: int,
+    bulk_rounds: int,
+    bulk_rows: int,
+) -> list[Any]:
+    from common import Section, interleave
+
+    crud = Section(
+        "crud",
+        "Single-row write transactions (ORM Session, commit each)",
+        _columns(["database", "operation"], "µs"),
+        intro=(
+            f"{crud_rounds} interleaved rounds of {crud_cycles} insert/update/delete cycles per "
+            "contender, each contender in its own process and database; a round's figure is "
+            "the median transaction time; ratios are medians of per-round paired ratios "
+            "(interquartile range in brackets)."
+        ),
+    )
+    bulk = Section(
+        "bulk",
+        f"One flush of {bulk_rows:,} inserts",
+        _columns(["database"], "ms"),
+        intro=(
+            f"add_all({bulk_rows:,} new objects) + commit in one Session; objects built before "
+            f"the clock starts; {bulk_rounds} interleaved rounds."
+        ),
+    )
+    with workers(urls_for) as (started, missing):
+        for key, text in missing.items():
+            if key.endswith(":traceback"):
+                crud.notes.append(f"{key.split(':')[0]} set-up traceback:\n\n```\n{text}\n```")
+        for db in dbs:
+            names = [n for n in started if supports(n, db)]
+            raw = interleave(
+                names, crud_rounds,
+                lambda n, r, db=db: started[n].call("crud", db, crud_cycles),
+            )
+            for op in ("insert", "update", "delete"):
+                results = {n: [r[op] for r in raw[n]] for n in names}
+                target, verdict = _verdict(results, names, CRUD_TARGET.get(db), True)
+                crud.add(
+                    f"{db}/{op}", database=DB_LABEL[db], operation=op,
+                    **_cells(results, names, missing, db, "µs", 1.0, 0),
+                    **{"target (whodid)": target, "status": verdict},
+                )
+            results = interleave(
+                names, bulk_rounds,
+                lambda n, r, db=db: started[n].call("bulk", db, bulk_rows),
+            )
+            target, verdict = _verdict(results, names, BULK_TARGET.get(db), False)
+            bulk.add(
+                db, database=DB_LABEL[db],
+                **_cells(results, names, missing, db, "ms", 1000.0, 0),
+                **{"target (whodid)": target, "status": verdict},
+            )
+            counts = {n: started[n].call("audit_rows", db) for n in names if n != "bare"}
+            empty = [n for n, c in counts.items() if c == 0]
+            if empty:
+                raise RuntimeError(f"{db}: no audit records written by {empty}")
+            crud.notes.append(
+                f"{DB_LABEL[db]}: audit records written during the run: "
+                + ", ".join(f"{CONTENDERS[n][0]} {c:,}" for n, c in counts.items())
+            )
+    return [crud, bulk]
