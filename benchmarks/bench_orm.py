@@ -259,7 +259,13 @@ class Worker:
     def _recv(self, timeout: float) -> Any:
         if not self.conn.poll(timeout):
             raise WorkerError(f"{self.contender}: no answer in {timeout:.0f} s")
-        kind, value = self.conn.recv()
+        try:
+            kind, value = self.conn.recv()
+        except EOFError:
+            self.proc.join(5)
+            raise WorkerError(
+                f"{self.contender}: worker process died (exit code {self.proc.exitcode})"
+            ) from None
         if kind == "error":
             raise WorkerError(value)
         return value

@@ -209,10 +209,14 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error(500, "internal_error", "the audit log could not answer; see the server log")
 
 
-def audit_app(auditor: Auditor, *, authorize: Authorize) -> Starlette:
-    """A Starlette app serving the audit log's JSON API and dashboard; mount it anywhere."""
+def audit_app(auditor: Auditor, *, authorize: Authorize, timezone: str = "UTC") -> Starlette:
+    """A Starlette app serving the audit log's JSON API and dashboard; mount it anywhere.
+
+    ``timezone`` (an IANA name) is the workspace default the dashboard shows
+    times in; exports are always UTC.
+    """
     api = AuditAPI(auditor, authorize)
-    dashboard = Dashboard()
+    dashboard = Dashboard(default_timezone=timezone)
     facets = Facets(auditor, viewer=api.viewer, tenant_of=lambda v: _field(v, "tenant_id"))
     routes = [
         # The page itself is public: it holds no data, and must load to explain a 401/403.
