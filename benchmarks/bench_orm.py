@@ -61,7 +61,7 @@ class Setup:
 
     def __init__(self, contender: str, urls: dict[str, str]) -> None:
         import sqlalchemy as sa
-        from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+        from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
         self.contender = contender
         self.sa = sa
@@ -86,13 +86,13 @@ class Setup:
         class Item(Base):
             __tablename__ = "items"
             if versioned:
-                __versioned__: dict[str, Any] = {}  # noqa: RUF012
-            id: Mapped[int] = mapped_column(primary_key=True)
-            name: Mapped[str] = mapped_column(sa.String(100))
-            email: Mapped[str] = mapped_column(sa.String(200))
-            amount: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
-            status: Mapped[str] = mapped_column(sa.String(20))
-            created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+                __versioned__ = {}  # noqa: RUF012
+            id = sa.Column(sa.Integer, primary_key=True)
+            name = sa.Column(sa.String(100), nullable=False)
+            email = sa.Column(sa.String(200), nullable=False)
+            amount = sa.Column(sa.Numeric(12, 2), nullable=False)
+            status = sa.Column(sa.String(20), nullable=False)
+            created_at = sa.Column(sa.DateTime(timezone=True), nullable=False)
 
         sa.orm.configure_mappers()
         self.Item = Item

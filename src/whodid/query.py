@@ -146,7 +146,10 @@ class Filters:
         if self.api_key_id is not None:
             where += [c.actor_type == "api_key", c.actor_id == self.api_key_id]
         if self.q:
-            where.append(search_text().contains(self.q.lower(), autoescape=True))
+            # Both sides lowered by the database's own lower(), so text always
+            # matches itself; case folding is the database's (ASCII on SQLite).
+            pattern = "%" + re.sub(r"([%_/])", r"/\1", self.q) + "%"
+            where.append(search_text().like(sa.func.lower(sa.literal(pattern)), escape="/"))
         return where
 
     def fingerprint(self) -> str:
