@@ -104,6 +104,8 @@ def section(rounds: int, requests: int) -> Section:
             "'over bare' and 'ratio' are medians of per-round paired differences/ratios "
             "(interquartile range in brackets)."
         ),
+        label_cols=["contender"],
+        figure_cols=["over bare (µs)", "µs / request (median)"],
     )
     results = measure(rounds, requests)
     base = results["bare"]

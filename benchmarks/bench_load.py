@@ -178,6 +178,8 @@ def section(
             f"One uvicorn worker per contender; load: {generator}; {rounds} interleaved "
             "rounds. Ratio: median of per-round (bare req/s / contender req/s)."
         ),
+        label_cols=["contender"],
+        figure_cols=["ratio to bare (per request)", "requests/s (median)"],
     )
     with Servers(names, pin) as servers:
         client_cpu = servers.client_cpu

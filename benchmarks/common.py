@@ -42,8 +42,9 @@ def interleave(
     return results
 
 
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
+def median(values: Sequence[float | None]) -> float:
+    """Median of the values measured (a round a contender sat out is None)."""
+    return float(statistics.median([v for v in values if v is not None]))
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -54,12 +55,23 @@ def quartiles(values: Sequence[float]) -> tuple[float, float]:
     return (q[0], q[2])
 
 
-def paired_ratios(values: Sequence[float], baseline: Sequence[float]) -> list[float]:
-    return [v / b for v, b in zip(values, baseline, strict=True) if b > 0]
+def paired_ratios(
+    values: Sequence[float | None], baseline: Sequence[float | None]
+) -> list[float]:
+    """Per-round ratios, over the rounds where both were measured."""
+    return [
+        v / b
+        for v, b in zip(values, baseline, strict=True)
+        if v is not None and b is not None and b > 0
+    ]
 
 
-def paired_deltas(values: Sequence[float], baseline: Sequence[float]) -> list[float]:
-    return [v - b for v, b in zip(values, baseline, strict=True)]
+def paired_deltas(
+    values: Sequence[float | None], baseline: Sequence[float | None]
+) -> list[float]:
+    return [
+        v - b for v, b in zip(values, baseline, strict=True) if v is not None and b is not None
+    ]
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -104,10 +116,15 @@ class Section:
     intro: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: columns naming a row in the summary, and the columns holding its figures
+    label_cols: list[str] = field(default_factory=list)
+    figure_cols: list[str] = field(default_factory=list)
 
     def add(self, row_id: str, **cells: Any) -> None:
-        """A row; ``cells`` are keyed by column name (missing ones print as blank)."""
-        self.rows.append({"id": f"{self.key}/{row_id}", **cells})
+        """A row; ``cells`` are keyed by column name (missing ones read "n/a")."""
+        row = {"id": f"{self.key}/{row_id}", **{c: "n/a" for c in self.columns}}
+        row.update(cells)
+        self.rows.append(row)
 
     def markdown(self) -> str:
         lines = [f"## {self.title}", ""]
@@ -124,6 +141,18 @@ class Section:
         if self.notes:
             lines.append("")
         return "\n".join(lines)
+
+    def targets(self) -> list[tuple[str, str, str, str]]:
+        """(what, target, measured, status) of every row that has a target."""
+        out = []
+        for row in self.rows:
+            target = str(row.get("target") or row.get("target (whodid)") or NO_TARGET)
+            if target == NO_TARGET or target.startswith("pip install"):
+                continue
+            what = " / ".join(str(row.get(c, "")) for c in self.label_cols)
+            measured = "; ".join(f"{c}: {row.get(c, '')}" for c in self.figure_cols)
+            out.append((f"{self.title}: {what}", target, measured, str(row.get("status", ""))))
+        return out
 
     def as_json(self) -> dict[str, Any]:
         return {

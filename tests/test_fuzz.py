@@ -16,8 +16,9 @@ Properties:
 Found while writing this file (fixed in src/ meanwhile, kept as regression tests at the
 end): OverflowError for dates near year 1/9999, forged cursors crashing decode_cursor,
 TypeError for action=5, lone surrogates reaching the driver, NUL entry ids on PostgreSQL,
-and aware non-UTC occurred_at stored as wall time on SQLite. Still open, xfail(strict):
-``q`` folds case for ASCII only.
+aware non-UTC occurred_at stored as wall time on SQLite, and ``q`` lowering the needle in
+Python but the text in the database, and SQLite storing JSON ASCII-escaped so that ``q``
+could not find non-ASCII metadata.
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ text_values = st.one_of(
     st.sampled_from(KNOWN_TEXT),
     st.text(max_size=20),
     st.text(max_size=8).map(lambda s: s + "\x00"),
+    st.text(st.characters(categories=["Cs", "Lu"]), min_size=1, max_size=3),  # surrogates
     st.sampled_from([399, 400, 401, 5000]).map(lambda n: "ü" * n),
     st.sampled_from(["%", "_", "/", "'", '"', "100%_", "' OR 1=1 --", "\n", "\u202e", "😀"]),
     st.integers(min_value=-(10**30), max_value=10**30),
@@ -442,7 +444,7 @@ http_values = st.one_of(
     st.sampled_from([*KNOWN_TEXT, "1", "0", "200", "201", "-1", "1e3", " 5 ", "\uff11", "1_0"]),
     st.text(max_size=30),
     st.text(max_size=8).map(lambda s: s + "\x00" + s),
-    st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.sampled_from([401, 3000])),
+    st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.sampled_from([401, 1500])),
     st.integers().map(str),
     any_datetimes.flatmap(_iso_variants),
     st.sampled_from(EDGE_DATES),
@@ -530,6 +532,7 @@ def test_http_any_query_string(client, data):
         first = client.get(f"{path}?{qs}&limit=1", headers=VIEWERS[viewer])
         if first.status_code == 200 and first.json()["next_cursor"]:
             qs += "&cursor=" + _encode(first.json()["next_cursor"])
+    assume(len(qs) < 60_000)  # httpx refuses URLs over 64 KiB before sending them
     r = client.get(f"{path}?{qs}" if qs else path, headers=VIEWERS[viewer])
     kind = {"/audit-logs": "list", "/audit-logs/export.csv": "csv"}.get(path, "ndjson")
     _check_response(r, viewer, kind)
@@ -738,22 +741,14 @@ def test_q_finds_an_entry_by_any_piece_of_a_searched_field_in_any_case(fuzz_audi
     assert row["id"] in found, (field, value, needle)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="q folds case for ASCII only: Python lowers the needle (É -> é), SQLite lower() "
-    "(and PostgreSQL's under the C locale) leaves É, so even 'ÉLODIE' misses 'ÉLODIE'",
-)
-def test_search_folds_non_ascii_case(sqlite_url):
-    auditor, _ = _bare(sqlite_url)
+def test_search_finds_non_ascii_text_as_written(db_url):
+    # The needle used to be lowered by Python and the text by the database: 'ÉLODIE' then
+    # missed 'ÉLODIE'. (Folding non-ASCII case is the database's: none on SQLite.)
+    auditor, _ = _bare(db_url)
     _write(auditor, [_row(auditor, tenant="org_a", when=BASE, actor=Actor.user("u", "ÉLODIE"))])
     assert len(auditor.list(tenant_id="org_a", q="ÉLODIE").entries) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite stores metadata JSON ASCII-escaped (Z\\u00fcrich), so q never finds "
-    "non-ASCII metadata there (PostgreSQL's JSONB text does)",
-)
 def test_search_finds_non_ascii_metadata(sqlite_url):
     auditor, _ = _bare(sqlite_url)
     _write(auditor, [_row(auditor, tenant="org_a", when=BASE, metadata={"city": "Zürich"})])

@@ -351,7 +351,10 @@ def related_entries(
         links.append(c.request_id == entry.request_id)
     chain = entry.metadata.get("chain_id") if isinstance(entry.metadata, dict) else None
     if isinstance(chain, str):
-        links.append(c["metadata"]["chain_id"].as_string() == chain)
+        if conn.dialect.name == "postgresql":
+            links.append(c["metadata"]["chain_id"].as_string() == chain)
+        else:
+            links.append(sa.func.json_extract(c["metadata"], "$.chain_id") == chain)
     if not links:
         return []
     stmt = (

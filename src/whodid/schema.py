@@ -8,6 +8,7 @@ PostgreSQL the triggers that reject UPDATE, DELETE and TRUNCATE.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import (
@@ -32,11 +33,31 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import DDL
+from sqlalchemy.types import TypeDecorator
 
 TABLE = "whodid_entries"
 metadata = MetaData()
 
-_json = JSON().with_variant(JSONB(), "postgresql")
+class _SQLiteJSON(TypeDecorator[Any]):
+    """JSON as UTF-8 text on SQLite, not ASCII-escaped.
+
+    SQLAlchemy's JSON writes "Z\\u00fcrich"; free-text search over the stored
+    text would then never find "Zürich" (and would find "u00fc").
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+_json = JSON().with_variant(JSONB(), "postgresql").with_variant(_SQLiteJSON(), "sqlite")
 
 entries = Table(
     TABLE,

@@ -18,7 +18,7 @@ _STRING_FILTERS = {
     "request_id": "Every entry of one request.",
     "ip": "Client IP address.",
     "q": "Free text over every detail field: actor label or email, IP, request id, "
-    "user agent, entity id, metadata. Case-insensitive.",
+    "user agent, entity id, metadata. Case-insensitive for ASCII letters.",
 }
 
 
