@@ -54,6 +54,9 @@ def _bound(row: dict[str, Any]) -> None:
             row[name] = value[:limit]
 
 
+_INSERT = entries.insert()
+
+
 class Writer:
     def __init__(self, enricher: Enricher | None = None) -> None:
         self.enricher = enricher
@@ -124,5 +127,9 @@ class Writer:
         }
 
     def write(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            connection.execute(entries.insert(), list(rows))
+        # One statement object for the process: SQLAlchemy's compiled cache
+        # then skips recompiling, and a single row avoids the executemany path.
+        if len(rows) == 1:
+            connection.execute(_INSERT, rows[0])
+        elif rows:
+            connection.execute(_INSERT, list(rows))
