@@ -275,3 +275,21 @@ def test_search_uses_the_trigram_index_on_postgresql(pg_url):
             )
         )
     assert "ix_whodid_search" in plan
+
+
+def test_postgresql_copy_export_matches_the_python_export(pg_url):
+    """CSV on PostgreSQL comes from COPY; it must be byte-for-byte what Python writes."""
+    from whodid import export, query
+
+    auditor = Auditor(pg_url)
+    auditor.create_all()
+    put(auditor, entity=("customer", "=cmd|' /C calc'!A0"), metadata={"note": "-2+3", "ü": "ß"},
+        actor=Actor.user("usr_1", "@admin"), user_agent="\tTab agent")
+    put(auditor, tenant=None, ip=None, user_agent=None, actor=Actor.system("job"))
+    via_copy = io.BytesIO()
+    count = auditor.export(via_copy, "csv")
+    via_python = io.BytesIO()
+    with auditor.engine.connect() as conn:  # type: ignore[union-attr]
+        rows = query.iter_export_rows(conn, query.Filters.build())
+        assert export.write(via_python, rows, "csv") == count == 2
+    assert via_copy.getvalue().decode() == via_python.getvalue().decode()

@@ -280,6 +280,9 @@ class Auditor:
             raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
         spec = Filters.build(tenant_id=tenant_id, **filters)
         with _query.connect(self._bind()) as conn:
+            if format == "csv" and conn.dialect.driver == "psycopg":
+                where = _query.export_where(conn, spec)
+                return _export.copy_csv(conn, where, fileobj, progress)
             return _export.write(fileobj, _query.iter_export_rows(conn, spec), format, progress)
 
     # -- integrity and retention ------------------------------------------------

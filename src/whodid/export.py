@@ -59,7 +59,8 @@ def lines(rows: Iterable[Sequence[Any]], format: Format) -> Iterator[str]:
     if format != "csv":
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     sink = _Line()
-    writer = csv.writer(sink, lineterminator="\r\n")
+    # "\n" like PostgreSQL's COPY, so both paths write the same bytes.
+    writer = csv.writer(sink, lineterminator="\n")
     writer.writerow(COLUMNS)
     yield sink.text
     # The per-cell work, unrolled: this loop is the export's hot path.
@@ -120,3 +121,66 @@ def _flush(fileobj: Any, buffer: list[str], binary: bool) -> None:
     text = "".join(buffer)
     buffer.clear()
     fileobj.write(text.encode("utf-8") if binary else text)
+
+
+def copy_csv(
+    conn: Any,
+    where: Sequence[Any],
+    fileobj: IO[str] | IO[bytes],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """The CSV export done by PostgreSQL itself (``COPY ... TO STDOUT``).
+
+    The same columns, formats and formula guard as :func:`lines`, written in
+    SQL, so rows never pass through Python one by one: several times faster.
+    """
+    import sqlalchemy as sa
+
+    from whodid.schema import entries
+
+    c = entries.c
+    guard = "=+-@\t\r\n"
+    columns: list[Any] = []
+    for i, name in enumerate(COLUMNS):
+        col: Any = c[name]
+        if i == _OCCURRED:
+            expr: Any = sa.func.to_char(
+                sa.func.timezone("UTC", col), sa.literal_column('\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'')
+            )
+        elif i == _PASSKEY:
+            expr = sa.case((col, sa.literal_column("'true'")), else_=sa.literal_column("'false'"))
+        elif name in JSON_COLUMNS:
+            expr = sa.cast(col, sa.Text)
+        elif i in _TEXT:
+            first = sa.func.left(col, 1)
+            expr = sa.case(
+                (
+                    first.in_([sa.literal_column(f"E'{_pg_escape(ch)}'") for ch in guard]),
+                    sa.literal_column("''''").op("||")(col),
+                ),
+                else_=col,
+            )
+        else:
+            expr = col
+        columns.append(expr.label(name))
+    stmt = sa.select(*columns).where(*where).order_by(c.occurred_at, c.seq)
+    compiled = stmt.compile(dialect=conn.dialect)
+    raw = conn.connection.dbapi_connection
+    binary = not isinstance(fileobj, io.TextIOBase)
+    count = 0
+    with raw.cursor() as cursor:
+        sql = f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+        with cursor.copy(sql, compiled.params) as copy:
+            for block in copy:
+                data = bytes(block)
+                rows = data.count(b"\n")
+                count += rows
+                if progress is not None:
+                    progress(rows)
+                fileobj.write(data if binary else data.decode("utf-8"))  # type: ignore[arg-type]
+        total = cursor.rowcount
+    return total if total >= 0 else max(count - 1, 0)
+
+
+def _pg_escape(ch: str) -> str:
+    return {"\t": "\\t", "\r": "\\r", "\n": "\\n"}.get(ch, ch)

@@ -313,6 +313,11 @@ def iter_export_rows(
         yield tuple(row)
 
 
+def export_where(conn: Connection, filters: Filters) -> list[Any]:
+    """Conditions of an export: every filter, the dates only if given (no span limit)."""
+    return _unbounded_where(conn, filters)
+
+
 def _unbounded_where(conn: Connection, filters: Filters) -> list[Any]:
     where = filters.conditions()
     if filters.start:

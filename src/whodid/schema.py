@@ -38,6 +38,7 @@ from sqlalchemy.types import TypeDecorator
 TABLE = "whodid_entries"
 metadata = MetaData()
 
+
 class _SQLiteJSON(TypeDecorator[Any]):
     """JSON as UTF-8 text on SQLite, not ASCII-escaped.
 
@@ -57,7 +58,12 @@ class _SQLiteJSON(TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
-_json = JSON().with_variant(JSONB(), "postgresql").with_variant(_SQLiteJSON(), "sqlite")
+# none_as_null: a missing side is SQL NULL, not the JSON text "null".
+_json = (
+    JSON(none_as_null=True)
+    .with_variant(JSONB(none_as_null=True), "postgresql")
+    .with_variant(_SQLiteJSON(), "sqlite")
+)
 
 entries = Table(
     TABLE,
