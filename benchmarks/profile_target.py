@@ -87,7 +87,8 @@ def _read(args: argparse.Namespace, kind: str) -> Callable[[], Any]:
         return export
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    auditor = Auditor(args.url, signing_key=Ed25519PrivateKey.generate())
+    key = args.key or Ed25519PrivateKey.generate()  # --key: the PEM the log was sealed with
+    auditor = Auditor(args.url, signing_key=key)
     auditor.seal()
     return auditor.verify
 
@@ -99,6 +100,7 @@ def main() -> None:
                                              "verify"])
     parser.add_argument("--url", help="database URL (all workloads but asgi)")
     parser.add_argument("-n", type=int, help="requests / cycles / rows / page depth")
+    parser.add_argument("--key", help="verify: PEM private key the log was sealed with")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--limit", type=int, default=30, help="cProfile: rows to print")
     args = parser.parse_args()

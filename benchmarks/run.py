@@ -100,6 +100,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def source_digest() -> str:
+    """Which whodid code ran: SHA-256 over src/whodid (no VCS needed), and its newest file."""
+    import hashlib
+
+    src = HERE.parent / "src" / "whodid"
+    files = sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    if not files:
+        return "n/a"
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    newest = max(files, key=lambda p: p.stat().st_mtime)
+    when = dt.datetime.fromtimestamp(newest.stat().st_mtime, dt.UTC)
+    return f"{h.hexdigest()[:12]} (newest file: {newest.name}, {when:%Y-%m-%d %H:%M:%S} UTC)"
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -166,6 +182,7 @@ class Run:
     def run(self) -> int:
         started = dt.datetime.now(dt.UTC)
         load_before = loadavg()
+        self.source_before = source_digest()
         only = set(self.args.only.split(",")) if self.args.only else set(WORKLOADS)
         z = self.sizes
         try:
@@ -240,6 +257,13 @@ class Run:
             "paired round by round. See `benchmarks/README.md` for the method.",
             "",
         ]
+        if source_digest() != self.source_before:
+            lines += [
+                f"**Warning: the whodid source changed during this run** (from "
+                f"{self.source_before} to {source_digest()}): sections mix code versions. "
+                "Run again on a quiet tree.",
+                "",
+            ]
         rows = [(what, target, measured, st) for s in self.sections
                 for (what, target, measured, st) in s.targets()]
         if rows:
@@ -257,6 +281,8 @@ class Run:
                      f"{load_after} |")
         for key, value in versions().items():
             lines.append(f"| {key} | {value} |")
+        source_after = source_digest()
+        lines.append(f"| whodid source (sha256 of src/whodid) | {source_after} |")
         if self.pg_facts:
             pg = self.pg_facts
             lines.append(f"| PostgreSQL server | {pg.get('version')} on 127.0.0.1"
@@ -287,6 +313,7 @@ class Run:
             "machine": facts,
             "versions": versions(),
             "postgresql": self.pg_facts,
+            "source": source_digest(),
             "sections": [s.as_json() for s in self.sections],
             "errors": self.errors,
         }

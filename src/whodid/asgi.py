@@ -79,21 +79,26 @@ class AuditMiddleware:
         if request_id is None:
             request_id = new_request_id()
 
-        ctx = RequestContext(request_id=request_id, source=_ScopeSource(self, scope))
-        token = _current.set(ctx)
+        token = _current.set(RequestContext.for_request(request_id, _ScopeSource(self, scope)))
         try:
             if kind == "websocket":
                 await self.app(scope, receive, send)
                 return
             echoed = (wanted, request_id.encode("latin-1"))
 
-            async def send_with_request_id(message: Message) -> None:
+            # A plain function handing back send's awaitable: no coroutine of
+            # its own per message, which is most of a wrapper's cost.
+            def send_with_request_id(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
                     headers = message.get("headers", ())
-                    # The app may have set the id itself; never send two.
-                    if not any(name.lower() == wanted for name, _ in headers):
+                    # The app may have set the id itself; never send two. ASGI
+                    # header names are lower-case, so no case folding needed.
+                    for name, _ in headers:
+                        if name == wanted:
+                            break
+                    else:
                         message = {**message, "headers": [*headers, echoed]}
-                await send(message)
+                return send(message)
 
             await self.app(scope, receive, send_with_request_id)
         finally:
@@ -103,12 +108,20 @@ class AuditMiddleware:
 class _ScopeSource(ResolverSource):
     """Reads the lazy context fields of one ASGI request from its scope."""
 
+    __slots__ = ("_connection", "mw", "scope")
+
     def __init__(self, mw: AuditMiddleware, scope: Scope) -> None:
         self.mw = mw
         self.scope = scope
-        self.resolvers = mw.resolvers
-        self.enricher = mw.enricher
         self._connection: HTTPConnection | None = None
+
+    @property
+    def resolvers(self) -> Resolvers:
+        return self.mw.resolvers
+
+    @property
+    def enricher(self) -> Enricher | None:  # type: ignore[override]
+        return self.mw.enricher
 
     def request(self) -> HTTPConnection:
         if self._connection is None:

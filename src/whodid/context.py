@@ -60,6 +60,7 @@ UNATTRIBUTED = Actor("system")
 class ContextSource:
     """Where a context's lazy fields come from; the middlewares subclass it."""
 
+    __slots__ = ()
     enricher: Enricher | None = None
     in_request = False
 
@@ -123,6 +124,17 @@ class RequestContext:
         self.request_id: str | None = request_id
         self.source: ContextSource = parent.source if parent is not None else source
         self.parent = parent
+
+    @classmethod
+    def for_request(cls, request_id: str, source: ContextSource) -> RequestContext:
+        """The context a middleware installs: every field lazy. A fast path,
+        since it runs on every request, entry or not."""
+        ctx = object.__new__(cls)
+        ctx._actor = ctx._tenant_id = ctx._passkey = ctx._ip = ctx._user_agent = _UNSET
+        ctx.request_id = request_id
+        ctx.source = source
+        ctx.parent = None
+        return ctx
 
     def _lazy(self, name: str) -> Any:
         # Asked once: of the parent context if nested, else of the source.

@@ -8,6 +8,7 @@ and a length bound; header bytes of any encoding become bounded text.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -28,10 +29,26 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+/-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _reseed() -> None:
+    global _prefix, _counter
+    _prefix = os.urandom(10).hex()
+    _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+_prefix = ""
+_counter = itertools.count()
+_reseed()
+# A forked worker must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_request_id() -> str:
-    # 128 random bits: unique without coordination, and the cheapest good id
-    # to make on every request (uuid4 costs several times more).
-    return os.urandom(16).hex()
+    """32 hex characters: 80 random bits per process, then a counter.
+
+    Unique without coordination like a uuid4, at a quarter of the cost, which
+    matters because every request gets one.
+    """
+    return f"{_prefix}{next(_counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 def valid_request_id(value: str | None) -> str | None:

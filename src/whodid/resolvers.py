@@ -45,8 +45,12 @@ class Resolvers:
 class ResolverSource(ContextSource):
     """Lazy context fields that come from the resolvers, given the request object."""
 
-    resolvers: Resolvers
+    __slots__ = ()
     in_request = True
+
+    @property
+    def resolvers(self) -> Resolvers:
+        raise NotImplementedError
 
     def request(self) -> Any:
         raise NotImplementedError

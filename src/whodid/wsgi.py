@@ -60,8 +60,7 @@ class WSGIAuditMiddleware:
         if request_id is None:
             request_id = new_request_id()
         environ["whodid.request_id"] = request_id
-        ctx = RequestContext(request_id=request_id, source=_EnvironSource(self, environ))
-        token = _current.set(ctx)
+        token = _current.set(RequestContext.for_request(request_id, _EnvironSource(self, environ)))
 
         wanted = self.header_name.lower()
 
@@ -108,11 +107,19 @@ class _ClosingBody:
 class _EnvironSource(ResolverSource):
     """Reads the lazy context fields of one WSGI request from its environ."""
 
+    __slots__ = ("environ", "mw")
+
     def __init__(self, mw: WSGIAuditMiddleware, environ: Environ) -> None:
         self.mw = mw
         self.environ = environ
-        self.resolvers = mw.resolvers
-        self.enricher = mw.enricher
+
+    @property
+    def resolvers(self) -> Resolvers:
+        return self.mw.resolvers
+
+    @property
+    def enricher(self) -> Enricher | None:  # type: ignore[override]
+        return self.mw.enricher
 
     def request(self) -> Environ:
         return self.environ
