@@ -360,3 +360,19 @@ def test_track_rejects_what_it_cannot_audit():
         auditor.track(Note, exclude={"nope"})
     with pytest.raises(ConfigurationError, match="sessionmaker"):
         auditor.instrument(object())
+
+
+def test_large_flush_goes_through_copy_on_postgresql_and_stays_atomic(Sessions, engine):
+    # 250 entries cross the COPY threshold on PostgreSQL; SQLite uses executemany.
+    with Sessions() as s:
+        s.add_all([Customer(email=f"{i}@bulk.example", settings={"n": i}) for i in range(250)])
+        s.flush()
+        s.rollback()
+    assert read_entries(engine) == []
+    with Sessions() as s:
+        s.add_all([Customer(email=f"{i}@bulk.example", settings={"ü": i}) for i in range(250)])
+        s.commit()
+    rows = read_entries(engine)
+    assert len(rows) == 250
+    assert all(e.verify_digest() for e in rows)
+    assert rows[7].after["settings"] == {"ü": 7} and rows[7].before is None
