@@ -97,7 +97,14 @@ def section(rounds: int, requests: int) -> Section:
     sec = Section(
         "asgi",
         "Request that writes nothing: in-process ASGI call",
-        ["contender", "µs / request (median)", "over bare (µs)", "ratio to bare", "target", "status"],
+        [
+            "contender",
+            "µs / request (median)",
+            "over bare (µs)",
+            "ratio to bare",
+            "target",
+            "status",
+        ],
         intro=(
             f"`GET /` on one Starlette route returning `ok`, awaited directly (no server). "
             f"{rounds} interleaved rounds of {requests:,} requests each; "
@@ -111,9 +118,15 @@ def section(rounds: int, requests: int) -> Section:
     base = results["bare"]
     for name, (label, _, module) in CONTENDERS.items():
         if name not in results:
-            sec.add(name, contender=label, **{"µs / request (median)": "not installed",
-                                                "status": NO_TARGET,
-                                                "target": f"pip install {module}"})
+            sec.add(
+                name,
+                contender=label,
+                **{
+                    "µs / request (median)": "not installed",
+                    "status": NO_TARGET,
+                    "target": f"pip install {module}",
+                },
+            )
             continue
         values = results[name]
         deltas = paired_deltas(values, base)
@@ -125,10 +138,12 @@ def section(rounds: int, requests: int) -> Section:
             contender=label,
             **{
                 "µs / request (median)": fmt_num(median(values), 2),
-                "over bare (µs)": "-" if name == "bare" else
-                f"{median(deltas):+.2f} ({lo:+.2f}..{hi:+.2f})",
-                "ratio to bare": "1.00x" if name == "bare" else
-                fmt_ratio(paired_ratios(values, base)),
+                "over bare (µs)": "-"
+                if name == "bare"
+                else f"{median(deltas):+.2f} ({lo:+.2f}..{hi:+.2f})",
+                "ratio to bare": "1.00x"
+                if name == "bare"
+                else fmt_ratio(paired_ratios(values, base)),
                 "target": target,
                 "status": status(ok),
             },

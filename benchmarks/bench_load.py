@@ -67,12 +67,27 @@ class Servers:
         try:
             for name in self.names:
                 port = _free_port()
-                cmd = [sys.executable, "-m", "uvicorn", "--factory", f"apps:make_{name}",
-                       "--host", "127.0.0.1", "--port", str(port),
-                       "--log-level", "warning", "--no-access-log"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    f"apps:make_{name}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ]
                 self.procs[name] = subprocess.Popen(
-                    cmd, cwd=HERE, env=env, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    cmd,
+                    cwd=HERE,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                     preexec_fn=_pin(self.server_cpu),
                 )
                 self.ports[name] = port
@@ -116,7 +131,10 @@ class Servers:
 def wrk_rps(wrk: str, url: str, seconds: int, cpu: int | None) -> float:
     out = subprocess.run(
         [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "2s", url],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
         preexec_fn=_pin(cpu),
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
@@ -165,15 +183,22 @@ def section(
     names = [n for n in LOADED if available(n)]
     wrk = shutil.which("wrk") if use_wrk else None
     generator = (
-        f"wrk -t1 -c{CONNECTIONS} -d{seconds}s" if wrk else
-        f"asyncio keep-alive client, {CONNECTIONS} connections, {count:,} requests or "
+        f"wrk -t1 -c{CONNECTIONS} -d{seconds}s"
+        if wrk
+        else f"asyncio keep-alive client, {CONNECTIONS} connections, {count:,} requests or "
         f"{seconds} s, whichever first"
     )
     sec = Section(
         "load",
         "Request that writes nothing: uvicorn on 127.0.0.1 under load",
-        ["contender", "requests/s (median)", "µs / request", "ratio to bare (per request)",
-         "target", "status"],
+        [
+            "contender",
+            "requests/s (median)",
+            "µs / request",
+            "ratio to bare (per request)",
+            "target",
+            "status",
+        ],
         intro=(
             f"One uvicorn worker per contender; load: {generator}; {rounds} interleaved "
             "rounds. Ratio: median of per-round (bare req/s / contender req/s)."
@@ -204,9 +229,15 @@ def section(
     for name in LOADED:
         label, _, module = CONTENDERS[name]
         if name not in results:
-            sec.add(name, contender=label, **{"requests/s (median)": "not installed",
-                                                "target": f"pip install {module}",
-                                                "status": NO_TARGET})
+            sec.add(
+                name,
+                contender=label,
+                **{
+                    "requests/s (median)": "not installed",
+                    "target": f"pip install {module}",
+                    "status": NO_TARGET,
+                },
+            )
             continue
         rps = results[name]
         # per-request time ratio = bare throughput / contender throughput

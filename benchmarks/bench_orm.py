@@ -86,7 +86,7 @@ class Setup:
         class Item(Base):
             __tablename__ = "items"
             if versioned:
-                __versioned__ = {}  # noqa: RUF012
+                __versioned__ = {}
             id = sa.Column(sa.Integer, primary_key=True)
             name = sa.Column(sa.String(100), nullable=False)
             email = sa.Column(sa.String(200), nullable=False)
@@ -196,8 +196,11 @@ class Setup:
 
     def audit_rows(self, db: str) -> int:
         """How many audit records this contender has written (a sanity check)."""
-        table = {"whodid": "whodid_entries", "continuum": "items_version",
-                 "pgaudit": "activity"}.get(self.contender)
+        table = {
+            "whodid": "whodid_entries",
+            "continuum": "items_version",
+            "pgaudit": "activity",
+        }.get(self.contender)
         if table is None:
             return 0
         with self.engines[db].connect() as conn:
@@ -280,8 +283,9 @@ class Worker:
 
 
 @contextlib.contextmanager
-def workers(urls_for: Callable[[str], dict[str, str]]) -> Iterator[tuple[dict[str, Worker],
-                                                                         dict[str, str]]]:
+def workers(
+    urls_for: Callable[[str], dict[str, str]],
+) -> Iterator[tuple[dict[str, Worker], dict[str, str]]]:
     """Started workers for every installed contender, and why any other is missing."""
     started: dict[str, Worker] = {}
     missing: dict[str, str] = {}
@@ -327,8 +331,13 @@ def _columns(first: list[str], unit: str) -> list[str]:
 
 
 def _cells(
-    results: dict[str, list[float]], names: list[str], missing: dict[str, str], db: str,
-    unit: str, scale: float, digits: int,
+    results: dict[str, list[float]],
+    names: list[str],
+    missing: dict[str, str],
+    db: str,
+    unit: str,
+    scale: float,
+    digits: int,
 ) -> dict[str, Any]:
     from common import fmt_num, fmt_ratio, median, paired_ratios
 
@@ -347,7 +356,9 @@ def _cells(
 
 
 def _verdict(
-    results: dict[str, list[float]], names: list[str], target: float | None,
+    results: dict[str, list[float]],
+    names: list[str],
+    target: float | None,
     against_peers: bool,
 ) -> tuple[str, str]:
     from common import MET, MISSED, NO_TARGET, median, paired_ratios
@@ -393,8 +404,12 @@ def sections(
             "(interquartile range in brackets)."
         ),
         label_cols=["database", "operation"],
-        figure_cols=["whodid / bare", "whodid µs", "SQLAlchemy-Continuum µs",
-                     "PostgreSQL-Audit µs"],
+        figure_cols=[
+            "whodid / bare",
+            "whodid µs",
+            "SQLAlchemy-Continuum µs",
+            "PostgreSQL-Audit µs",
+        ],
     )
     bulk = Section(
         "bulk",
@@ -423,20 +438,23 @@ def sections(
         for db in dbs:
             names = [n for n in started if supports(n, db)]
             raw = interleave(
-                names, crud_rounds,
+                names,
+                crud_rounds,
                 lambda n, r, db=db: started[n].call("crud", db, crud_cycles),
             )
             for op in ("insert", "update", "delete"):
                 results = {n: [r[op] for r in raw[n]] for n in names}
                 target, verdict = _verdict(results, names, CRUD_TARGET.get(db), True)
                 crud.add(
-                    f"{db}/{op}", database=DB_LABEL[db], operation=op,
+                    f"{db}/{op}",
+                    database=DB_LABEL[db],
+                    operation=op,
                     **_cells(results, names, missing, db, "µs", 1.0, 0),
                     **{"target (whodid)": target, "status": verdict},
                 )
             slow: set[str] = set()
 
-            def flush(n: str, r: int, db: str = db) -> float | None:
+            def flush(n: str, r: int, db: str = db, slow: set[str] = slow) -> float | None:
                 if n in slow:
                     return None
                 took = float(started[n].call("bulk", db, bulk_rows))
@@ -449,9 +467,12 @@ def sections(
             cells = _cells(results, names, missing, db, "ms", 1000.0, 0)
             for n in slow:
                 ran = sum(v is not None for v in results[n])
-                cells[f"{CONTENDERS[n][0]} ms"] += f" ({ran} round{'s' * (ran != 1)})"
+                if ran < bulk_rounds:
+                    cells[f"{CONTENDERS[n][0]} ms"] += f" ({ran} round{'s' * (ran != 1)})"
             bulk.add(
-                db, database=DB_LABEL[db], **cells,
+                db,
+                database=DB_LABEL[db],
+                **cells,
                 **{"target (whodid)": target, "status": verdict},
             )
             counts = {n: started[n].call("audit_rows", db) for n in names if n != "bare"}

@@ -59,13 +59,22 @@ def main(argv: list[str]) -> dict[str, Any]:
     elif command == "verify":
         report = auditor.verify()
         rows = report.entries
-        extra = {"ok": report.ok, "sealed": report.sealed, "unsealed": report.unsealed,
-                 "problems": [p.message for p in report.problems[:5]]}
+        extra = {
+            "ok": report.ok,
+            "sealed": report.sealed,
+            "unsealed": report.unsealed,
+            "problems": [p.message for p in report.problems[:5]],
+        }
     else:
         raise SystemExit(f"unknown command {command!r}")
     seconds = time.perf_counter() - t
-    return {"rows": rows, "seconds": seconds, "peak_mib": _peak_mib(), "before_mib": before,
-            **extra}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "peak_mib": _peak_mib(),
+        "before_mib": before,
+        **extra,
+    }
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-
 from common import (
     NO_TARGET,
     Section,
@@ -63,8 +62,11 @@ def cursor_at(auditor: Any, depth: int, **filters: Any) -> str:
     with auditor.engine.connect() as conn:
         stmt = (
             sa.select(entries)
-            .where(*spec.conditions(), c.occurred_at >= _occurred(start, conn),
-                   c.occurred_at <= _occurred(end, conn))
+            .where(
+                *spec.conditions(),
+                c.occurred_at >= _occurred(start, conn),
+                c.occurred_at <= _occurred(end, conn),
+            )
             .order_by(c.occurred_at.desc(), c.seq.desc())
             .offset(depth - 1)
             .limit(1)
@@ -102,12 +104,14 @@ def _search_terms(auditor: Any, n: int) -> tuple[str, str]:
         rare = conn.execute(
             sa.select(c.entity_id)
             .where(c.tenant_id == "org_big", c.entity_type == "payment", c.seq >= n // 3)
-            .order_by(c.seq).limit(1)
+            .order_by(c.seq)
+            .limit(1)
         ).scalar_one()
         label = conn.execute(
             sa.select(c.actor_label)
             .where(c.tenant_id == "org_big", c.actor_type == "user", c.seq >= n // 2)
-            .order_by(c.seq).limit(1)
+            .order_by(c.seq)
+            .limit(1)
         ).scalar_one()
     return rare, label.split(".")[0]  # 'user124@example'
 
@@ -155,8 +159,7 @@ def read_sections(
             "tenant/first": big,
             f"tenant/deep{deep}": {**big, "cursor": cursor_at(auditor, deep, **big)},
             "action/first": act,
-            f"action/deep{action_deep}": {**act,
-                                          "cursor": cursor_at(auditor, action_deep, **act)},
+            f"action/deep{action_deep}": {**act, "cursor": cursor_at(auditor, action_deep, **act)},
         }
         res = _ms_variants(auditor, variants, list_rounds)
         labels = {
@@ -168,21 +171,35 @@ def read_sections(
         pg = db == "postgresql"
         for key, label in labels.items():
             ok = median(res[key]) < LIST_TARGET_MS if pg else None
-            listing.add(f"{db}/{key.split('/')[0]}/{key.split('/')[1].rstrip('0123456789')}",
-                        database=DB_LABEL[db], query=label, **{
-                            "ms (median, IQR)": _fmt_ms(res[key]),
-                            "target": f"< {LIST_TARGET_MS:.0f} ms" if pg else NO_TARGET,
-                            "status": status(ok)})
+            listing.add(
+                f"{db}/{key.split('/')[0]}/{key.split('/')[1].rstrip('0123456789')}",
+                database=DB_LABEL[db],
+                query=label,
+                **{
+                    "ms (median, IQR)": _fmt_ms(res[key]),
+                    "target": f"< {LIST_TARGET_MS:.0f} ms" if pg else NO_TARGET,
+                    "status": status(ok),
+                },
+            )
         for prefix, depth_key, label in (
             ("tenant", f"tenant/deep{deep}", f"tenant_id filter: {deep:,} deep / first"),
-            ("action", f"action/deep{action_deep}",
-             f"tenant_id + action: {action_deep:,} deep / first"),
+            (
+                "action",
+                f"action/deep{action_deep}",
+                f"tenant_id + action: {action_deep:,} deep / first",
+            ),
         ):
             ratio = median(res[depth_key]) / median(res[f"{prefix}/first"])
-            listing.add(f"{db}/{prefix}/ratio", database=DB_LABEL[db], query=label, **{
-                "ms (median, IQR)": f"{ratio:.2f}x",
-                "target": f"< {DEEP_RATIO}x",
-                "status": status(ratio < DEEP_RATIO)})
+            listing.add(
+                f"{db}/{prefix}/ratio",
+                database=DB_LABEL[db],
+                query=label,
+                **{
+                    "ms (median, IQR)": f"{ratio:.2f}x",
+                    "target": f"< {DEEP_RATIO}x",
+                    "status": status(ratio < DEEP_RATIO),
+                },
+            )
 
         rare, common = _search_terms(auditor, n)
         q_variants = {
@@ -196,7 +213,7 @@ def read_sections(
             "rare_any": f"q={rare!r}, every tenant",
         }
         rounds = search_rounds
-        slow = max(timed(lambda v=v: auditor.list(**v)) for v in q_variants.values())
+        slow = max(timed(lambda v=v, a=auditor: a.list(**v)) for v in q_variants.values())
         if slow > 1.0:  # a scan of a big table: fewer rounds keep the run bounded
             rounds = min(rounds, 3)
             search.notes.append(f"{DB_LABEL[db]}: {rounds} rounds (a query took > 1 s)")
@@ -204,10 +221,17 @@ def read_sections(
         for key, label in q_labels.items():
             matches = auditor.count(**q_variants[key])
             ok = median(qres[key]) < SEARCH_TARGET_MS if pg else None
-            search.add(f"{db}/{key}", database=DB_LABEL[db], query=label, matches=f"{matches:,}",
-                       **{"ms (median, IQR)": _fmt_ms(qres[key]),
-                          "target": f"< {SEARCH_TARGET_MS:.0f} ms" if pg else NO_TARGET,
-                          "status": status(ok)})
+            search.add(
+                f"{db}/{key}",
+                database=DB_LABEL[db],
+                query=label,
+                matches=f"{matches:,}",
+                **{
+                    "ms (median, IQR)": _fmt_ms(qres[key]),
+                    "target": f"< {SEARCH_TARGET_MS:.0f} ms" if pg else NO_TARGET,
+                    "status": status(ok),
+                },
+            )
         assert auditor.engine is not None
         auditor.engine.dispose()
     return [listing, search]
@@ -216,7 +240,9 @@ def read_sections(
 def _proc(*args: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(HERE / "bench_proc.py"), *args],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if out.returncode != 0:
         raise RuntimeError(f"bench_proc {args[0]} failed:\n{out.stderr[-3000:]}")
@@ -227,8 +253,15 @@ def export_section(urls: dict[str, str], n: int, rounds: int) -> Section:
     sec = Section(
         "export",
         "CSV export (`Auditor.export`, to /dev/null, fresh process)",
-        ["database", "entries", "rows/s (median)", "peak RSS MiB (max)",
-         "RSS growth MiB", "target", "status"],
+        [
+            "database",
+            "entries",
+            "rows/s (median)",
+            "peak RSS MiB (max)",
+            "RSS growth MiB",
+            "target",
+            "status",
+        ],
         intro=(
             f"Every entry of the last 30 days (~10 %) and every entry ({n:,}); {rounds} "
             "interleaved rounds. Peak RSS is the whole process (interpreter and imports "
@@ -241,8 +274,11 @@ def export_section(urls: dict[str, str], n: int, rounds: int) -> Section:
     recent = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).isoformat()
     for db, url in urls.items():
         variants = {"recent": json.dumps({"start": recent}), "all": "{}"}
-        res = interleave(list(variants), rounds, lambda v, r, url=url: _proc(
-            "export", url, variants[v]))
+        res = interleave(
+            list(variants),
+            rounds,
+            lambda v, r, url=url, variants=variants: _proc("export", url, variants[v]),
+        )
         peaks = {v: max(r["peak_mib"] for r in res[v]) for v in variants}
         flat = peaks["all"] - peaks["recent"] <= max(10.0, 0.1 * peaks["recent"])
         for v in variants:
@@ -264,11 +300,18 @@ def export_section(urls: dict[str, str], n: int, rounds: int) -> Section:
                 verdict = status(ok) + ("" if ok else ": " + ", ".join(problems))
             else:
                 target, verdict = NO_TARGET, NO_TARGET
-            sec.add(f"{db}/{v}", database=DB_LABEL[db], entries=f"{rows:,}", **{
-                "rows/s (median)": fmt_num(rate, 0),
-                "peak RSS MiB (max)": f"{peaks[v]:.0f}",
-                "RSS growth MiB": f"{growth:.0f}",
-                "target": target, "status": verdict})
+            sec.add(
+                f"{db}/{v}",
+                database=DB_LABEL[db],
+                entries=f"{rows:,}",
+                **{
+                    "rows/s (median)": fmt_num(rate, 0),
+                    "peak RSS MiB (max)": f"{peaks[v]:.0f}",
+                    "RSS growth MiB": f"{growth:.0f}",
+                    "target": target,
+                    "status": verdict,
+                },
+            )
     return sec
 
 
@@ -279,8 +322,16 @@ def verify_section(urls: dict[str, str], n: int, rounds: int) -> Section:
     sec = Section(
         "verify",
         "Seal and verify (`Auditor(url, signing_key=Ed25519PrivateKey)`)",
-        ["database", "step", "entries", "entries/s (median)", "seconds (median)",
-         "peak RSS MiB", "target", "status"],
+        [
+            "database",
+            "step",
+            "entries",
+            "entries/s (median)",
+            "seconds (median)",
+            "peak RSS MiB",
+            "target",
+            "status",
+        ],
         intro=(
             f"One `seal()` over the whole seeded log, then `verify()` in {rounds} rounds, "
             "each in a fresh process."
@@ -289,32 +340,46 @@ def verify_section(urls: dict[str, str], n: int, rounds: int) -> Section:
         figure_cols=["entries/s (median)", "seconds (median)"],
     )
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as f:
         f.write(pem)
         key_path = f.name
     try:
         for db, url in urls.items():
             sealed = _proc("seal", url, key_path)
-            sec.add(f"{db}/seal", database=DB_LABEL[db], step="seal()", **{
-                "entries": f"{sealed['rows']:,}",
-                "entries/s (median)": fmt_num(sealed["rows"] / sealed["seconds"], 0),
-                "seconds (median)": f"{sealed['seconds']:.2f}",
-                "peak RSS MiB": f"{sealed['peak_mib']:.0f}",
-                "target": NO_TARGET, "status": NO_TARGET})
+            sec.add(
+                f"{db}/seal",
+                database=DB_LABEL[db],
+                step="seal()",
+                **{
+                    "entries": f"{sealed['rows']:,}",
+                    "entries/s (median)": fmt_num(sealed["rows"] / sealed["seconds"], 0),
+                    "seconds (median)": f"{sealed['seconds']:.2f}",
+                    "peak RSS MiB": f"{sealed['peak_mib']:.0f}",
+                    "target": NO_TARGET,
+                    "status": NO_TARGET,
+                },
+            )
             res = [_proc("verify", url, key_path) for _ in range(rounds)]
             for r in res:
                 if not r["ok"] or r["rows"] < n:
                     raise RuntimeError(f"{db}: verify did not pass on the seeded log: {r}")
             rate = median([r["rows"] / r["seconds"] for r in res])
-            sec.add(f"{db}/verify", database=DB_LABEL[db], step="verify()", **{
-                "entries": f"{res[0]['rows']:,}",
-                "entries/s (median)": fmt_num(rate, 0),
-                "seconds (median)": f"{median([r['seconds'] for r in res]):.2f}",
-                "peak RSS MiB": f"{max(r['peak_mib'] for r in res):.0f}",
-                "target": f">= {VERIFY_RATE:,} entries/s",
-                "status": status(rate >= VERIFY_RATE)})
+            sec.add(
+                f"{db}/verify",
+                database=DB_LABEL[db],
+                step="verify()",
+                **{
+                    "entries": f"{res[0]['rows']:,}",
+                    "entries/s (median)": fmt_num(rate, 0),
+                    "seconds (median)": f"{median([r['seconds'] for r in res]):.2f}",
+                    "peak RSS MiB": f"{max(r['peak_mib'] for r in res):.0f}",
+                    "target": f">= {VERIFY_RATE:,} entries/s",
+                    "status": status(rate >= VERIFY_RATE),
+                },
+            )
     finally:
         Path(key_path).unlink(missing_ok=True)
     return sec

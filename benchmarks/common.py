@@ -55,9 +55,7 @@ def quartiles(values: Sequence[float]) -> tuple[float, float]:
     return (q[0], q[2])
 
 
-def paired_ratios(
-    values: Sequence[float | None], baseline: Sequence[float | None]
-) -> list[float]:
+def paired_ratios(values: Sequence[float | None], baseline: Sequence[float | None]) -> list[float]:
     """Per-round ratios, over the rounds where both were measured."""
     return [
         v / b
@@ -66,12 +64,8 @@ def paired_ratios(
     ]
 
 
-def paired_deltas(
-    values: Sequence[float | None], baseline: Sequence[float | None]
-) -> list[float]:
-    return [
-        v - b for v, b in zip(values, baseline, strict=True) if v is not None and b is not None
-    ]
+def paired_deltas(values: Sequence[float | None], baseline: Sequence[float | None]) -> list[float]:
+    return [v - b for v, b in zip(values, baseline, strict=True) if v is not None and b is not None]
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -93,10 +87,7 @@ def fmt_ratio(values: Sequence[float]) -> str:
 def fmt_num(value: float | None, digits: int = 1, unit: str = "") -> str:
     if value is None:
         return "n/a"
-    if abs(value) >= 1000 and digits <= 1:
-        text = f"{value:,.0f}"
-    else:
-        text = f"{value:,.{digits}f}"
+    text = f"{value:,.0f}" if abs(value) >= 1000 and digits <= 1 else f"{value:,.{digits}f}"
     return f"{text}{unit}"
 
 

@@ -50,8 +50,14 @@ def server_facts(url: str) -> dict[str, str]:
     try:
         with engine.connect() as conn:
             facts = {"version": conn.execute(sa.text("SHOW server_version")).scalar_one()}
-            for name in ("fsync", "synchronous_commit", "full_page_writes", "shared_buffers",
-                         "work_mem", "max_parallel_workers_per_gather"):
+            for name in (
+                "fsync",
+                "synchronous_commit",
+                "full_page_writes",
+                "shared_buffers",
+                "work_mem",
+                "max_parallel_workers_per_gather",
+            ):
                 facts[name] = conn.execute(sa.text(f"SHOW {name}")).scalar_one()
     finally:
         engine.dispose()

@@ -80,6 +80,7 @@ def _read(args: argparse.Namespace, kind: str) -> Callable[[], Any]:
 
         return search
     if kind == "export":
+
         def export() -> None:
             with open("/dev/null", "wb") as out:
                 auditor.export(out, "csv")
@@ -94,10 +95,12 @@ def _read(args: argparse.Namespace, kind: str) -> Callable[[], Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["asgi", "crud", "bulk", "list", "search", "export",
-                                             "verify"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "workload", choices=["asgi", "crud", "bulk", "list", "search", "export", "verify"]
+    )
     parser.add_argument("--url", help="database URL (all workloads but asgi)")
     parser.add_argument("-n", type=int, help="requests / cycles / rows / page depth")
     parser.add_argument("--key", help="verify: PEM private key the log was sealed with")

@@ -35,9 +35,20 @@ from common import Section  # noqa: E402
 
 WORKLOADS = ("asgi", "load", "orm", "query")
 PACKAGES = (
-    "whodid", "SQLAlchemy", "starlette", "uvicorn", "uvloop", "httptools", "psycopg",
-    "psycopg-binary", "SQLAlchemy-Continuum", "SQLAlchemy-Utils", "PostgreSQL-Audit",
-    "asgi-correlation-id", "starlette-context", "cryptography",
+    "whodid",
+    "SQLAlchemy",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "psycopg",
+    "psycopg-binary",
+    "SQLAlchemy-Continuum",
+    "SQLAlchemy-Utils",
+    "PostgreSQL-Audit",
+    "asgi-correlation-id",
+    "starlette-context",
+    "cryptography",
 )
 
 
@@ -69,17 +80,24 @@ def machine() -> dict[str, str]:
     facts = {"platform": platform.platform(), "python": sys.version.split()[0]}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")]
+        models = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.splitlines()
+            if line.startswith("model name")
+        ]
         if models:
             facts["cpu"] = models[0]
-        mem = next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+        mem = next(
+            line
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
         facts["memory"] = f"{int(mem.split()[1]) / 1024 / 1024:.1f} GiB"
     except (OSError, StopIteration):
         pass
-    facts["cpus"] = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else os.cpu_count())
+    facts["cpus"] = str(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
     return facts
 
 
@@ -193,9 +211,18 @@ class Run:
             if "load" in only:
                 import bench_load
 
-                self.step("load", lambda: [bench_load.section(
-                    z.load_rounds, z.load_seconds, z.load_count,
-                    use_wrk=not z.smoke and not self.args.no_wrk, pin=self.args.pin)])
+                self.step(
+                    "load",
+                    lambda: [
+                        bench_load.section(
+                            z.load_rounds,
+                            z.load_seconds,
+                            z.load_count,
+                            use_wrk=not z.smoke and not self.args.no_wrk,
+                            pin=self.args.pin,
+                        )
+                    ],
+                )
             if "orm" in only:
                 import bench_orm
 
@@ -203,8 +230,14 @@ class Run:
                     def urls_for(name: str) -> dict[str, str]:
                         return {db: self.database(f"bench_orm_{name}", db) for db in self.dbs()}
 
-                    return bench_orm.sections(self.dbs(), urls_for, z.crud_rounds,
-                                              z.crud_cycles, z.bulk_rounds, z.bulk_rows)
+                    return bench_orm.sections(
+                        self.dbs(),
+                        urls_for,
+                        z.crud_rounds,
+                        z.crud_cycles,
+                        z.bulk_rounds,
+                        z.bulk_rows,
+                    )
 
                 self.step("orm", orm)
             if "query" in only:
@@ -233,17 +266,20 @@ class Run:
         self.step("seed", seed)
         if len(urls) != len(self.dbs()):
             return
-        self.step("list+search", lambda: bench_query.read_sections(
-            urls, z.entries, z.list_rounds, z.search_rounds, z.smoke))
-        self.step("export", lambda: [bench_query.export_section(
-            urls, z.entries, z.export_rounds)])
-        self.step("verify", lambda: [bench_query.verify_section(
-            urls, z.entries, z.verify_rounds)])
+        self.step(
+            "list+search",
+            lambda: bench_query.read_sections(
+                urls, z.entries, z.list_rounds, z.search_rounds, z.smoke
+            ),
+        )
+        self.step("export", lambda: [bench_query.export_section(urls, z.entries, z.export_rounds)])
+        self.step("verify", lambda: [bench_query.verify_section(urls, z.entries, z.verify_rounds)])
 
     # -- output -------------------------------------------------------------------
 
-    def write(self, started: dt.datetime, finished: dt.datetime, load_before: str,
-              load_after: str) -> None:
+    def write(
+        self, started: dt.datetime, finished: dt.datetime, load_before: str, load_after: str
+    ) -> None:
         out = Path(self.args.out)
         command = "python benchmarks/run.py" + (" --smoke" if self.args.smoke else "")
         lines = [
@@ -264,11 +300,18 @@ class Run:
                 "Run again on a quiet tree.",
                 "",
             ]
-        rows = [(what, target, measured, st) for s in self.sections
-                for (what, target, measured, st) in s.targets()]
+        rows = [
+            (what, target, measured, st)
+            for s in self.sections
+            for (what, target, measured, st) in s.targets()
+        ]
         if rows:
-            lines += ["## Targets", "", "| workload | target | measured | status |",
-                      "| --- | --- | --- | --- |"]
+            lines += [
+                "## Targets",
+                "",
+                "| workload | target | measured | status |",
+                "| --- | --- | --- | --- |",
+            ]
             for what, target, measured, st in rows:
                 cells = [what, target, measured, st]
                 lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -277,29 +320,41 @@ class Run:
         facts = machine()
         for key, value in facts.items():
             lines.append(f"| {key} | {value} |")
-        lines.append(f"| load average (1/5/15 min) before / after | {load_before} / "
-                     f"{load_after} |")
+        lines.append(f"| load average (1/5/15 min) before / after | {load_before} / {load_after} |")
         for key, value in versions().items():
             lines.append(f"| {key} | {value} |")
         source_after = source_digest()
         lines.append(f"| whodid source (sha256 of src/whodid) | {source_after} |")
         if self.pg_facts:
             pg = self.pg_facts
-            lines.append(f"| PostgreSQL server | {pg.get('version')} on 127.0.0.1"
-                         f"{' (throwaway, tests/pgserver.py)' if self.pg_server else ''} |")
-            lines.append("| PostgreSQL settings | " + ", ".join(
-                f"{k}={v}" for k, v in pg.items() if k != "version") + " |")
-        lines.append("| SQLite settings | file database, journal_mode=WAL, synchronous=NORMAL, "
-                     "foreign_keys=ON (seeding: synchronous=OFF) |")
+            lines.append(
+                f"| PostgreSQL server | {pg.get('version')} on 127.0.0.1"
+                f"{' (throwaway, tests/pgserver.py)' if self.pg_server else ''} |"
+            )
+            lines.append(
+                "| PostgreSQL settings | "
+                + ", ".join(f"{k}={v}" for k, v in pg.items() if k != "version")
+                + " |"
+            )
+        lines.append(
+            "| SQLite settings | file database, journal_mode=WAL, synchronous=NORMAL, "
+            "foreign_keys=ON (seeding: synchronous=OFF) |"
+        )
         lines.append("")
         for section in self.sections:
             lines.append(section.markdown())
         if self.timings:
-            lines += ["## Time taken", "", ", ".join(
-                f"{k} {v:.0f} s" for k, v in self.timings.items()), ""]
+            lines += [
+                "## Time taken",
+                "",
+                ", ".join(f"{k} {v:.0f} s" for k, v in self.timings.items()),
+                "",
+            ]
             if self.seeded:
-                lines += ["Seeding: " + ", ".join(
-                    f"{k} {v:.0f} s" for k, v in self.seeded.items()), ""]
+                lines += [
+                    "Seeding: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seeded.items()),
+                    "",
+                ]
         if self.errors:
             lines += ["## Errors", ""]
             for err in self.errors:
@@ -318,28 +373,41 @@ class Run:
             "errors": self.errors,
         }
         Path(self.args.json or out.with_suffix(".json")).write_text(
-            json.dumps(data, indent=1, default=str))
+            json.dumps(data, indent=1, default=str)
+        )
         print(f"[bench] wrote {out}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny counts, one or two rounds: checks the suite runs, not speed")
-    parser.add_argument("--pg-url", default=os.environ.get("WHODID_BENCH_PG_URL"),
-                        help="PostgreSQL server to use (a URL whose user may CREATE DATABASE); "
-                             "default: start a throwaway one like the tests do")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts, one or two rounds: checks the suite runs, not speed",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("WHODID_BENCH_PG_URL"),
+        help="PostgreSQL server to use (a URL whose user may CREATE DATABASE); "
+        "default: start a throwaway one like the tests do",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--entries", type=int, help="size of the seeded log (default 1,000,000)")
-    parser.add_argument("--no-wrk", action="store_true",
-                        help="use the built-in asyncio load client even if wrk is installed")
-    parser.add_argument("--pin", action="store_true",
-                        help="pin uvicorn and the load generator to separate CPUs")
+    parser.add_argument(
+        "--no-wrk",
+        action="store_true",
+        help="use the built-in asyncio load client even if wrk is installed",
+    )
+    parser.add_argument(
+        "--pin", action="store_true", help="pin uvicorn and the load generator to separate CPUs"
+    )
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    parser.add_argument("--json", help="where to write the figures as JSON "
-                                       "(default: next to --out, .json)")
+    parser.add_argument(
+        "--json", help="where to write the figures as JSON (default: next to --out, .json)"
+    )
     args = parser.parse_args(argv)
     return Run(args).run()
 

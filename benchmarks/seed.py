@@ -25,8 +25,11 @@ from whodid import Auditor
 from whodid.entry import digest, new_entry_id
 from whodid.schema import entries
 
-ACTIONS = [f"{f}.{op}" for f in ("customer", "payment", "wallet", "api_key", "payout")
-           for op in ("create", "update", "delete", "refund")]
+ACTIONS = [
+    f"{f}.{op}"
+    for f in ("customer", "payment", "wallet", "api_key", "payout")
+    for op in ("create", "update", "delete", "refund")
+]
 COLUMNS = [c.name for c in entries.columns if c.name != "seq"]
 JSON_COLUMNS = {"client", "metadata", "before", "after"}
 
@@ -56,8 +59,12 @@ def rows(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
             "ip": f"203.0.{user % 256}.{i % 256}",
             "country": "DE",
             "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
-            "client": {"browser": "Chrome 120.0", "os": "Linux", "device": "Other",
-                       "is_bot": False},
+            "client": {
+                "browser": "Chrome 120.0",
+                "os": "Linux",
+                "device": "Other",
+                "is_bot": False,
+            },
             "request_id": f"req_{i // 2:010d}",
             "metadata": {"amount": f"{rnd.randrange(1, 100000) / 100:.2f}", "currency": "EUR"},
             "before": {"status": "pending"} if operation == "update" else None,
@@ -90,8 +97,12 @@ def _seed_postgresql(engine: sa.Engine, n: int) -> None:
             cur.execute(f'DROP INDEX "{name}"')
         with cur.copy(f"COPY whodid_entries ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row in rows(n):
-                copy.write_row([json.dumps(row[c]) if c in JSON_COLUMNS and row[c] is not None
-                                else row[c] for c in COLUMNS])
+                copy.write_row(
+                    [
+                        json.dumps(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
+                        for c in COLUMNS
+                    ]
+                )
         cur.execute("SET maintenance_work_mem = '512MB'")
         for _, sql in indexes:
             cur.execute(sql)
@@ -104,9 +115,12 @@ def _seed_postgresql(engine: sa.Engine, n: int) -> None:
 
 def _seed_sqlite(engine: sa.Engine, n: int) -> None:
     with engine.begin() as conn:
-        indexes = conn.execute(sa.text(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-            "AND tbl_name = 'whodid_entries' AND sql IS NOT NULL")).all()
+        indexes = conn.execute(
+            sa.text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'whodid_entries' AND sql IS NOT NULL"
+            )
+        ).all()
         for name, _ in indexes:
             conn.execute(sa.text(f'DROP INDEX "{name}"'))
         batch: list[dict[str, Any]] = []
@@ -130,12 +144,14 @@ def seed(url: str, n: int) -> float:
     engine = auditor.engine
     assert engine is not None
     if engine.dialect.name == "sqlite":
+
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cur = dbapi_connection.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=OFF")
             cur.close()
+
     t = time.perf_counter()
     auditor.create_all()
     if engine.dialect.name == "postgresql":

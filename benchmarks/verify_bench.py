@@ -1,6 +1,6 @@
 """Seal and verify speed on a seeded log (see seed.py).
 
-    python benchmarks/verify_bench.py URL
+python benchmarks/verify_bench.py URL
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ def main(url: str) -> None:
     t = time.perf_counter()
     report = auditor.verify()
     verify_s = time.perf_counter() - t
-    print(f"verify: {report.entries:,} entries in {verify_s:.1f} s = "
-          f"{report.entries / verify_s:,.0f} entries/s, ok={report.ok}")
+    print(
+        f"verify: {report.entries:,} entries in {verify_s:.1f} s = "
+        f"{report.entries / verify_s:,.0f} entries/s, ok={report.ok}"
+    )
 
 
 if __name__ == "__main__":

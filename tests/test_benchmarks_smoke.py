@@ -17,13 +17,26 @@ ROOT = Path(__file__).resolve().parent.parent
 DBS = ("sqlite", "postgresql")
 
 EXPECTED = {
-    *(f"asgi/{n}" for n in ("bare", "whodid", "correlation_id", "starlette_context",
-                            "noop_base_http", "noop_asgi")),
+    *(
+        f"asgi/{n}"
+        for n in (
+            "bare",
+            "whodid",
+            "correlation_id",
+            "starlette_context",
+            "noop_base_http",
+            "noop_asgi",
+        )
+    ),
     *(f"load/{n}" for n in ("bare", "whodid", "correlation_id", "starlette_context")),
     *(f"crud/{db}/{op}" for db in DBS for op in ("insert", "update", "delete")),
     *(f"bulk/{db}" for db in DBS),
-    *(f"list/{db}/{f}/{k}" for db in DBS for f in ("tenant", "action")
-      for k in ("first", "deep", "ratio")),
+    *(
+        f"list/{db}/{f}/{k}"
+        for db in DBS
+        for f in ("tenant", "action")
+        for k in ("first", "deep", "ratio")
+    ),
     *(f"search/{db}/{k}" for db in DBS for k in ("rare", "common", "rare_any")),
     *(f"export/{db}/{k}" for db in DBS for k in ("recent", "all")),
     *(f"verify/{db}/{k}" for db in DBS for k in ("seal", "verify")),
@@ -47,17 +60,34 @@ TITLES = (
 def test_smoke_run_writes_every_row(pg_server: PostgresServer, tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke",
-         "--pg-url", pg_server.url(), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--smoke",
+            "--pg-url",
+            pg_server.url(),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
 
     text = out.read_text()
     for title in TITLES:
         assert title in text, f"{title!r} missing from RESULTS.md"
-    for package in ("SQLAlchemy", "SQLAlchemy-Continuum", "PostgreSQL-Audit",
-                    "asgi-correlation-id", "starlette-context", "PostgreSQL server", "cpu"):
+    for package in (
+        "SQLAlchemy",
+        "SQLAlchemy-Continuum",
+        "PostgreSQL-Audit",
+        "asgi-correlation-id",
+        "starlette-context",
+        "PostgreSQL server",
+        "cpu",
+    ):
         assert f"| {package} |" in text
 
     data = json.loads(out.with_suffix(".json").read_text())

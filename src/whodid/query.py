@@ -275,12 +275,18 @@ def list_page(
     start, end = filters.window()
     c = entries.c
     where = filters.conditions()
-    where += [c.occurred_at >= _occurred(start, conn), c.occurred_at <= _occurred(end, conn)]
+    position = None
     if cursor is not None:
         at, seq = decode_cursor(cursor, filters)
+        # SQLite bounds its index scan by the plain upper bound only, not by
+        # the row value below, so make that bound the cursor's time too.
+        end = min(end, at)
         # A row-value comparison, which both databases turn into an index
         # range; the equivalent OR form makes PostgreSQL filter row by row.
-        where.append(sa.tuple_(c.occurred_at, c.seq) < sa.tuple_(_occurred(at, conn), seq))
+        position = sa.tuple_(c.occurred_at, c.seq) < sa.tuple_(_occurred(at, conn), seq)
+    where += [c.occurred_at >= _occurred(start, conn), c.occurred_at <= _occurred(end, conn)]
+    if position is not None:
+        where.append(position)
     stmt = (
         sa.select(entries)
         .where(*where)
