@@ -109,19 +109,12 @@ class _ScopeSource(ResolverSource):
     """Reads the lazy context fields of one ASGI request from its scope."""
 
     __slots__ = ("_connection", "mw", "scope")
+    mw: AuditMiddleware
 
     def __init__(self, mw: AuditMiddleware, scope: Scope) -> None:
         self.mw = mw
         self.scope = scope
         self._connection: HTTPConnection | None = None
-
-    @property
-    def resolvers(self) -> Resolvers:
-        return self.mw.resolvers
-
-    @property
-    def enricher(self) -> Enricher | None:  # type: ignore[override]
-        return self.mw.enricher
 
     def request(self) -> HTTPConnection:
         if self._connection is None:

@@ -47,10 +47,15 @@ class ResolverSource(ContextSource):
 
     __slots__ = ()
     in_request = True
+    mw: Any  # the middleware: its resolvers and enricher; a slot of each subclass
 
     @property
     def resolvers(self) -> Resolvers:
-        raise NotImplementedError
+        return self.mw.resolvers  # type: ignore[no-any-return]
+
+    @property
+    def enricher(self) -> Any:  # type: ignore[override]
+        return self.mw.enricher
 
     def request(self) -> Any:
         raise NotImplementedError

@@ -108,18 +108,11 @@ class _EnvironSource(ResolverSource):
     """Reads the lazy context fields of one WSGI request from its environ."""
 
     __slots__ = ("environ", "mw")
+    mw: WSGIAuditMiddleware
 
     def __init__(self, mw: WSGIAuditMiddleware, environ: Environ) -> None:
         self.mw = mw
         self.environ = environ
-
-    @property
-    def resolvers(self) -> Resolvers:
-        return self.mw.resolvers
-
-    @property
-    def enricher(self) -> Enricher | None:  # type: ignore[override]
-        return self.mw.enricher
 
     def request(self) -> Environ:
         return self.environ
