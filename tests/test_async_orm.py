@@ -76,3 +76,15 @@ def test_asyncpg_is_captured(pg_url):
 def test_instrument_needs_the_factory_not_the_class():
     with pytest.raises(ConfigurationError, match="async_sessionmaker"):
         auditor.instrument(AsyncSession)
+
+
+def test_auditor_given_an_async_engine_reads_through_a_sync_twin(async_db_url):
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from whodid import Auditor
+
+    auditor = Auditor(create_async_engine(async_db_url))
+    assert auditor.engine is not None and "async" not in auditor.engine.url.drivername
+    auditor.create_all()
+    auditor.record("auth.signin", entity=("user", "usr_1"))
+    assert [e.action for e in auditor.list().entries] == ["auth.signin"]

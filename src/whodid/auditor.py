@@ -37,8 +37,10 @@ class Auditor:
 
     ``engine`` is the app's Engine (or a database URL); entries live in that
     database, in the ``whodid_entries`` table. With an async app, pass the
-    AsyncEngine: the ORM hooks work through the async session, and the
-    read side uses its sync twin.
+    AsyncEngine: the ORM hooks work through the async session itself, and the
+    read side (list, export, seal, verify, record without a session) opens a
+    sync engine on the same database (asyncpg and psycopg async become
+    psycopg, aiosqlite becomes sqlite3).
     """
 
     def __init__(
@@ -54,7 +56,7 @@ class Auditor:
         if isinstance(engine, str):
             engine = create_engine(engine)
         if isinstance(engine, AsyncEngine):
-            engine = engine.sync_engine
+            engine = _sync_twin(engine)
         if engine is not None and not isinstance(engine, Engine):
             raise ConfigurationError(
                 f"Auditor() takes an SQLAlchemy Engine or a database URL, got {engine!r}"
@@ -401,3 +403,18 @@ class Auditor:
         if isinstance(bind, Connection):
             return bind.engine
         return bind
+
+
+_SYNC_DRIVERS = {"asyncpg": "psycopg", "psycopg_async": "psycopg", "aiosqlite": "pysqlite"}
+
+
+def _sync_twin(engine: AsyncEngine) -> Engine:
+    url = engine.url
+    backend, _, driver = url.drivername.partition("+")
+    sync = _SYNC_DRIVERS.get(driver)
+    if sync is None:
+        raise ConfigurationError(
+            f"no sync driver known for {url.drivername}; pass Auditor() a sync URL of the "
+            "same database for reading"
+        )
+    return create_engine(url.set(drivername=f"{backend}+{sync}"))
