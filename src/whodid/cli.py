@@ -342,7 +342,8 @@ def demo(db_url: str, host: str, port: int) -> None:
     from whodid.demo import create_app
 
     click.echo(f"whodid demo on http://{host}:{port}/  (database: {db_url})")
-    click.echo(f"recent entries: curl -b session=usr_ada http://{host}:{port}/audit/recent")
+    click.echo(f"dashboard: http://{host}:{port}/signin/usr_ada (owner of org_acme)")
+    click.echo(f"JSON: curl -b session=usr_ada http://{host}:{port}/audit/audit-logs")
     uvicorn.run(create_app(db_url), host=host, port=port, log_level="warning")
 
 
