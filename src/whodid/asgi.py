@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 
-from whodid.context import Actor, RequestContext, _current
+from whodid.context import Actor, _current
 from whodid.enrich import Enricher
 from whodid.headers import (
     REQUEST_ID_HEADER,
@@ -64,6 +64,9 @@ class AuditMiddleware:
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
         self.header_name = header_name.lower().encode("latin-1")
 
+    def source_for(self, scope: Scope) -> _ScopeSource:
+        return _ScopeSource(self, scope)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
@@ -79,7 +82,7 @@ class AuditMiddleware:
         if request_id is None:
             request_id = new_request_id()
 
-        token = _current.set(RequestContext.for_request(request_id, _ScopeSource(self, scope)))
+        token = _current.set([self, scope, request_id, None])  # see context._current
         try:
             if kind == "websocket":
                 await self.app(scope, receive, send)

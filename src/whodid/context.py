@@ -183,12 +183,30 @@ class RequestContext:
         )
 
 
-_current: ContextVar[RequestContext | None] = ContextVar("whodid_context", default=None)
+# Holds a RequestContext, or what a middleware installs on every request: a
+# list [middleware, request, request_id, None] turned into a RequestContext
+# (kept in its last slot) the first time anything reads it. A list, because it
+# is the cheapest mutable object to make, and it must be mutable so a thread
+# pool that copied the context still shares the one RequestContext.
+_current: ContextVar[RequestContext | list[Any] | None] = ContextVar(
+    "whodid_context", default=None
+)
+
+
+def _get() -> RequestContext | None:
+    value = _current.get()
+    if value is None or value.__class__ is RequestContext:
+        return value
+    assert isinstance(value, list)
+    ctx: RequestContext | None = value[3]
+    if ctx is None:
+        ctx = value[3] = RequestContext.for_request(value[2], value[0].source_for(value[1]))
+    return ctx
 
 
 def current_context() -> RequestContext | None:
     """The context of the running request or :func:`audit_context` block, if any."""
-    return _current.get()
+    return _get()
 
 
 def set_actor(actor: Actor | None, *, passkey: bool | None = None) -> None:
@@ -203,7 +221,7 @@ def set_actor(actor: Actor | None, *, passkey: bool | None = None) -> None:
             f"set_actor() takes an Actor, got {type(actor).__name__}; "
             "build one with Actor.user(...), Actor.api_key(...) or Actor.system(...)"
         )
-    ctx = _current.get()
+    ctx = _get()
     if ctx is None:
         ctx = RequestContext()
         _current.set(ctx)
@@ -235,7 +253,7 @@ def audit_context(
         ip=ip,
         user_agent=user_agent,
         request_id=request_id,
-        parent=_current.get(),
+        parent=_get(),
     )
     token = _current.set(ctx)
     try:

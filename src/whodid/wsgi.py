@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from whodid.context import Actor, RequestContext, _current
+from whodid.context import Actor, _current
 from whodid.enrich import Enricher
 from whodid.headers import (
     REQUEST_ID_HEADER,
@@ -54,13 +54,16 @@ class WSGIAuditMiddleware:
         self.header_name = header_name
         self.environ_key = "HTTP_" + header_name.upper().replace("-", "_")
 
+    def source_for(self, environ: Environ) -> _EnvironSource:
+        return _EnvironSource(self, environ)
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         raw = environ.get(self.environ_key)
         request_id = valid_request_id(raw) if isinstance(raw, str) else None
         if request_id is None:
             request_id = new_request_id()
         environ["whodid.request_id"] = request_id
-        token = _current.set(RequestContext.for_request(request_id, _EnvironSource(self, environ)))
+        token = _current.set([self, environ, request_id, None])  # see context._current
 
         wanted = self.header_name.lower()
 
