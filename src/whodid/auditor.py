@@ -212,7 +212,7 @@ class Auditor:
             overrides["tenant_id"] = tenant_id
         ctx = current_context()
         if overrides:
-            ctx = ctx.child(**overrides) if ctx is not None else RequestContext(**overrides)
+            ctx = RequestContext(parent=ctx, **overrides)
         rows = self.writer.rows([change], ctx)
         if isinstance(session, Session):
             self.writer.write(session.connection(), rows)
@@ -355,10 +355,8 @@ class Auditor:
                 "purge() without before= needs Auditor(retention=Retention.of('365d', {...}))"
             )
         else:
-            with engine.connect() as conn:
-                tenants = conn.execute(sa.select(entries.c.tenant_id).distinct()).scalars().all()
             plan = []
-            for tenant in tenants if tenant_id is None else [tenant_id]:
+            for tenant in self._tenants(engine) if tenant_id is None else [tenant_id]:
                 period = self.retention.period(tenant)
                 if period is not None:
                     plan.append((tenant, now - period))

@@ -188,9 +188,7 @@ class RequestContext:
 # (kept in its last slot) the first time anything reads it. A list, because it
 # is the cheapest mutable object to make, and it must be mutable so a thread
 # pool that copied the context still shares the one RequestContext.
-_current: ContextVar[RequestContext | list[Any] | None] = ContextVar(
-    "whodid_context", default=None
-)
+_current: ContextVar[RequestContext | list[Any] | None] = ContextVar("whodid_context", default=None)
 
 
 def _get() -> RequestContext | None:

@@ -12,7 +12,10 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any, Literal
 
+import sqlalchemy as sa
+
 from whodid.entry import CONTENT_FIELDS, iso
+from whodid.schema import JSON_COLUMNS, entries
 
 Format = Literal["csv", "ndjson"]
 FORMATS: tuple[Format, ...] = ("csv", "ndjson")
@@ -24,7 +27,6 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson
 _FORMULA_START = "=+-@\t\r\n"
 
 
-JSON_COLUMNS = frozenset({"client", "metadata", "before", "after"})
 _OCCURRED = COLUMNS.index("occurred_at")
 _PASSKEY = COLUMNS.index("passkey")
 # Columns that can hold text a user chose (JSON text starts with { or n).
@@ -134,10 +136,6 @@ def copy_csv(
     The same columns, formats and formula guard as :func:`lines`, written in
     SQL, so rows never pass through Python one by one: several times faster.
     """
-    import sqlalchemy as sa
-
-    from whodid.schema import entries
-
     c = entries.c
     guard = "=+-@\t\r\n"
     columns: list[Any] = []

@@ -15,7 +15,7 @@ Registered with ``event.listen`` on the user's session factory:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -368,13 +368,3 @@ class _BulkCapture:
     def _diff(self, old_row: dict[str, Any], new_row: dict[str, Any]) -> Change | None:
         pairs = [(key, old_row[key], new_row[key]) for key, _ in self.spec.columns]
         return self.spec.updated(new_row, pairs)
-
-
-def track_decorator(
-    register: Callable[[type[Any]], None],
-) -> Callable[[type[Any]], type[Any]]:
-    def decorate(model: type[Any]) -> type[Any]:
-        register(model)
-        return model
-
-    return decorate

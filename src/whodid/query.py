@@ -29,7 +29,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from whodid.entry import Entry, iso, utc
 from whodid.errors import InvalidQuery
-from whodid.schema import entries, search_text
+from whodid.export import COLUMNS
+from whodid.schema import JSON_COLUMNS, entries, search_text
 
 MAX_SPAN = dt.timedelta(days=366)
 MAX_LIMIT = 200
@@ -307,8 +308,6 @@ def iter_export_rows(
     Streamed with a server-side cursor, so memory stays flat; JSON columns
     come back as JSON text, for the export to pass through undecoded.
     """
-    from whodid.export import COLUMNS, JSON_COLUMNS
-
     c = entries.c
     columns = [sa.cast(c[n], sa.Text) if n in JSON_COLUMNS else c[n] for n in COLUMNS]
     stmt = (

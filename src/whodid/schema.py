@@ -94,6 +94,9 @@ entries = Table(
     Column("digest", String(64), nullable=False),
 )
 
+#: Columns holding JSON documents (the rest are scalars).
+JSON_COLUMNS = frozenset({"client", "metadata", "before", "after"})
+
 # One index per question the query API answers, each led by tenant_id so no
 # query ever scans another tenant's rows, and ending in the pagination key.
 _c = entries.c

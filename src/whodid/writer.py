@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
 from whodid.enrich import Enricher, default_enricher
 from whodid.entry import digest, new_entry_id, utc
-from whodid.schema import entries
+from whodid.schema import JSON_COLUMNS, entries
 from whodid.values import to_json
 
 
@@ -60,7 +60,6 @@ _INSERT = entries.insert()
 # INSERTs several times over (bulk imports, 10,000-row flushes).
 COPY_THRESHOLD = 200
 _COPY_COLUMNS = [c.name for c in entries.columns if c.name != "seq"]
-_JSON_COLUMNS = frozenset({"client", "metadata", "before", "after"})
 
 
 def _copy_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -75,7 +74,7 @@ def _copy_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Non
             copy.write_row(
                 [
                     (None if row[name] is None else dumps(row[name], ensure_ascii=False))
-                    if name in _JSON_COLUMNS
+                    if name in JSON_COLUMNS
                     else row[name]
                     for name in _COPY_COLUMNS
                 ]
