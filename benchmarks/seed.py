@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from whodid import Auditor
 from whodid.entry import digest, new_entry_id
-from whodid.schema import entries
+from whodid.schema import entries, search_text
 
 ACTIONS = [
     f"{f}.{op}"
@@ -106,9 +106,22 @@ def _seed_postgresql(engine: sa.Engine, n: int) -> None:
         cur.execute("SET maintenance_work_mem = '512MB'")
         for _, sql in indexes:
             cur.execute(sql)
+        # The COPY queued one range for the search indexer; fill the search
+        # table in one statement and build its trigram index after, as with
+        # the other indexes (Auditor.index_search() would get there too, in
+        # batches, index maintained row by row).
+        cur.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_whodid_search'")
+        search_index = cur.fetchone()
+        cur.execute("DROP INDEX IF EXISTS ix_whodid_search")
+        text = search_text().compile(dialect=engine.dialect)
+        cur.execute(f"INSERT INTO whodid_search (seq, text) SELECT seq, {text} FROM whodid_entries")
+        cur.execute("DELETE FROM whodid_search_queue")
+        if search_index:
+            cur.execute(search_index[0])
         raw.commit()
         raw.driver_connection.autocommit = True  # VACUUM refuses a transaction
         cur.execute("VACUUM ANALYZE whodid_entries")
+        cur.execute("VACUUM ANALYZE whodid_search")
     finally:
         raw.close()
 

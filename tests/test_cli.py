@@ -106,3 +106,14 @@ def test_keygen_seal_verify_purge(db, tmp_path: Path):
     assert (code, out.strip()) == (0, "nothing to purge")
     code, out = run("purge", "--db", db, "--older-than", "soon", "--yes")
     assert code != 0 and "duration" in out
+
+
+def test_index_brings_search_up_to_date(db):
+    code, out = run("index", "--db", db)
+    postgres = db.startswith("postgresql")
+    assert code == 0
+    assert out.strip() == ("indexed 3 new entries" if postgres else "search index up to date")
+    code, out = run("index", "--db", db)
+    assert (code, out.strip()) == (0, "search index up to date")
+    code, out = run("list", "--db", db, "-q", "pay_1", "--json")
+    assert code == 0 and "payment.refund" in out

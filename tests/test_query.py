@@ -261,11 +261,13 @@ def test_search_uses_the_trigram_index_on_postgresql(pg_url):
     auditor = Auditor(pg_url)
     auditor.create_all()
     put(auditor, metadata={"note": "needle"})
+    auditor.index_search()
     with auditor.engine.connect() as conn:  # type: ignore[union-attr]
         conn.execute(sa.text("SET enable_seqscan = off"))
         from whodid.query import Filters
+        from whodid.schema import entries
 
-        stmt = sa.select(sa.literal(1)).where(*Filters.build(q="needle").conditions())
+        stmt = sa.select(entries.c.seq).where(*Filters.build(q="needle").conditions())
         plan = "\n".join(
             r[0]
             for r in conn.execute(

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from whodid import export as _export
 from whodid import integrity, partitions, schema
 from whodid import query as _query
+from whodid import search as _search
 from whodid.context import Actor, RequestContext, current_context
 from whodid.enrich import Enricher
 from whodid.entry import Entry, iso, utc
@@ -298,18 +299,41 @@ class Auditor:
         return self.signing_key
 
     def seal(self) -> integrity.Checkpoint | None:
-        """Write a signed checkpoint over the entries not sealed yet (None if none)."""
+        """Write a signed checkpoint over the entries not sealed yet (None if none).
+
+        Also brings the search index up to date (:meth:`index_search`), so one
+        periodic job (``seal_every``) keeps both current.
+        """
         key = self._private_key()
         engine = self._engine()
+        checkpoint = None
         for attempt in range(5):
             try:
                 with engine.begin() as conn:
-                    return integrity.seal(conn, key, self.seal_grace)
+                    checkpoint = integrity.seal(conn, key, self.seal_grace)
+                break
             except IntegrityError:
                 # Another process sealed the same checkpoint number first.
                 if attempt == 4:
                     raise
-        return None
+        self.index_search()
+        return checkpoint
+
+    def index_search(self) -> int:
+        """Move newly written entries into the search index; how many it took.
+
+        PostgreSQL only (0 elsewhere). ``q`` finds new entries before this runs
+        too, by scanning them; run it now and then (``seal()`` does, or
+        ``whodid index`` from cron) so that scan stays short.
+        """
+        engine = self._engine()
+        total = 0
+        while True:
+            with engine.begin() as conn:
+                done = _search.index_pending(conn)
+            total += done
+            if not done:
+                return total
 
     def seal_every(self, seconds: float) -> integrity.Sealer:
         """Seal in a background thread every ``seconds``; call ``.stop()`` to end it."""
@@ -370,6 +394,7 @@ class Auditor:
             with engine.begin() as conn:
                 result = purge_rows(conn, horizon, tenant, self.signing_key)
                 if result.rows:
+                    _search.forget(conn)
                     rows = self.writer.rows(
                         [
                             Change(

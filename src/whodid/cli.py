@@ -254,6 +254,15 @@ def seal(db_url: str, key: str | None, head_path: str | None) -> None:
 
 @main.command()
 @db_option
+def index(db_url: str) -> None:
+    """Move newly written entries into the search index (PostgreSQL; run from cron)."""
+    with _friendly(db_url):
+        count = _configured(db_url).index_search()
+    click.echo(f"indexed {count} new entries" if count else "search index up to date")
+
+
+@main.command()
+@db_option
 @key_option
 @click.option("--public-key", help="Public key PEM file (default: the half of --key).")
 @click.option(

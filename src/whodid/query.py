@@ -30,7 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 from whodid.entry import Entry, iso, utc
 from whodid.errors import InvalidQuery
 from whodid.export import COLUMNS
-from whodid.schema import JSON_COLUMNS, entries, search_text
+from whodid.schema import JSON_COLUMNS, entries
+from whodid.search import Matches
 
 MAX_SPAN = dt.timedelta(days=366)
 MAX_LIMIT = 200
@@ -147,10 +148,7 @@ class Filters:
         if self.api_key_id is not None:
             where += [c.actor_type == "api_key", c.actor_id == self.api_key_id]
         if self.q:
-            # Both sides lowered by the database's own lower(), so text always
-            # matches itself; case folding is the database's (ASCII on SQLite).
-            pattern = "%" + re.sub(r"([%_/])", r"/\1", self.q) + "%"
-            where.append(search_text().like(sa.func.lower(sa.literal(pattern)), escape="/"))
+            where.append(Matches("%" + re.sub(r"([%_/])", r"/\1", self.q) + "%"))
         return where
 
     def fingerprint(self) -> str:

@@ -1,0 +1,128 @@
+"""Free-text search on PostgreSQL: the search table filled off the write path.
+
+Whatever the state of the indexer, ``q`` must find every committed entry and
+nothing rolled back; indexing only changes how fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+
+from tests.models import Base, Customer
+from tests.test_query import put
+from whodid import Actor, Auditor, audit_context
+from whodid.search import index_pending
+from whodid.writer import COPY_THRESHOLD
+
+
+def _auditor(url: str, **kwargs: object) -> tuple[Auditor, sessionmaker]:
+    auditor = Auditor(url, **kwargs)  # type: ignore[arg-type]
+    engine = auditor.engine
+    assert isinstance(engine, sa.Engine)
+    Base.metadata.create_all(engine)
+    auditor.create_all()
+    auditor.track(Customer, feature="customer")
+    return auditor, auditor.instrument(sessionmaker(engine))
+
+
+def _counts(auditor: Auditor) -> tuple[int, int]:
+    with auditor.engine.connect() as conn:  # type: ignore[union-attr]
+        indexed = conn.execute(sa.text("SELECT count(*) FROM whodid_search")).scalar_one()
+        queued = conn.execute(sa.text("SELECT count(*) FROM whodid_search_queue")).scalar_one()
+    return indexed, queued
+
+
+def _found(auditor: Auditor, q: str) -> set[str | None]:
+    return {e.entity_id for e in auditor.list(q=q, limit=200).entries}
+
+
+def test_new_entries_are_found_before_and_after_indexing(pg_url):
+    auditor, Sessions = _auditor(pg_url)
+    with audit_context(actor=Actor.user("usr_needle", label="Haystack@Example.com")), Sessions() as s:
+        s.add(Customer(email="haystack@example.com"))
+        s.commit()
+    assert _counts(auditor) == (0, 1)  # queued, not indexed: the write did no indexing
+    assert len(_found(auditor, "usr_needle")) == 1
+    assert len(_found(auditor, "HAYSTACK@example")) == 1  # case-insensitive
+    assert auditor.index_search() == 1
+    assert _counts(auditor) == (1, 0)
+    assert len(_found(auditor, "usr_needle")) == 1
+    assert _found(auditor, "nothing-like-this") == set()
+
+
+def test_a_copy_sized_flush_queues_one_range_indexed_in_batches(pg_url):
+    auditor, Sessions = _auditor(pg_url)
+    n = COPY_THRESHOLD + 50
+    with Sessions() as s:
+        s.add_all([Customer(email=f"bulk{i:04d}@example.com") for i in range(n)])
+        s.commit()
+    assert _counts(auditor) == (0, 1)
+    engine = auditor.engine
+    assert isinstance(engine, sa.Engine)
+    with engine.begin() as conn:  # a small batch leaves the rest of the range queued
+        assert index_pending(conn, limit=100) == 100
+    indexed, queued = _counts(auditor)
+    assert (indexed, queued) == (100, 1)
+    # Half indexed, half queued: both halves are found.
+    assert auditor.count(q="customer.create") == n
+    auditor.index_search()
+    assert _counts(auditor) == (n, 0)
+    assert auditor.count(q="customer.create") == n
+
+
+def test_rolled_back_entries_queue_nothing_and_open_ones_wait(pg_url):
+    auditor, Sessions = _auditor(pg_url)
+    with audit_context(actor=Actor.user("usr_gone")), Sessions() as s:
+        s.add(Customer(email="gone@example.com"))
+        s.flush()
+        s.rollback()
+    assert _counts(auditor) == (0, 0)
+    with audit_context(actor=Actor.user("usr_later")):
+        open_session = Sessions()
+        open_session.add(Customer(email="later@example.com"))
+        open_session.flush()  # written, not committed: invisible to the indexer
+    with Sessions() as s:
+        s.add(Customer(email="now@example.com"))
+        s.commit()
+    auditor.index_search()
+    assert _counts(auditor) == (1, 0)
+    open_session.commit()
+    open_session.close()
+    assert _found(auditor, "usr_later") != set()  # found while still queued
+    auditor.index_search()
+    assert _counts(auditor) == (2, 0)
+    assert _found(auditor, "usr_gone") == set()
+
+
+def test_search_on_a_partitioned_log(pg_url):
+    auditor, Sessions = _auditor(pg_url)
+    engine = auditor.engine
+    assert isinstance(engine, sa.Engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE whodid_entries CASCADE")
+    auditor.create_all(partitioned=True)
+    with audit_context(actor=Actor.user("usr_parted")), Sessions() as s:
+        s.add(Customer(email="parted@example.com"))
+        s.commit()
+    assert len(_found(auditor, "usr_parted")) == 1
+    assert auditor.index_search() >= 1
+    assert _counts(auditor) == (1, 0)
+    assert len(_found(auditor, "usr_parted")) == 1
+
+
+def test_purge_drops_the_search_text_of_purged_entries(pg_url):
+    auditor, Sessions = _auditor(pg_url)
+    put(auditor, days_ago=400, metadata={"note": "ancient"})
+    with Sessions() as s:
+        s.add(Customer(email="fresh@example.com"))
+        s.commit()
+    auditor.index_search()
+    assert _counts(auditor) == (2, 0)
+    auditor.purge(before=dt.datetime.now(dt.UTC) - dt.timedelta(days=366))
+    auditor.index_search()  # the purge's own audit entry
+    indexed, _ = _counts(auditor)
+    assert indexed == 2  # the fresh entry and the purge record; the ancient one is gone
+    assert auditor.count(q="ancient") == 0
