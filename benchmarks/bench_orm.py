@@ -15,7 +15,10 @@ run one round, so rounds stay interleaved across processes.
 
 Contenders: bare (no auditing), whodid (Auditor.track + instrument, inside an
 audit_context carrying actor, tenant, IP, user agent and request id, as the
-middleware would provide), SQLAlchemy-Continuum (make_versioned; version table
+middleware would provide), floor (bare plus, after each flush, the same entry
+rows whodid writes, built before the clock starts and sent through the raw
+DBAPI cursor: what the database alone charges for an audit row, the least any
+row-per-change audit log can cost), SQLAlchemy-Continuum (make_versioned; version table
 plus its transaction table), PostgreSQL-Audit (statement-level triggers into
 its activity table plus a transaction row with actor and client address;
 PostgreSQL only).
@@ -38,6 +41,7 @@ from typing import Any
 CONTENDERS = {
     "bare": ("bare SQLAlchemy (baseline)", None),
     "whodid": ("whodid", None),
+    "floor": ("floor (bare + the entry row alone)", None),
     "continuum": ("SQLAlchemy-Continuum", "sqlalchemy_continuum"),
     "pgaudit": ("PostgreSQL-Audit", "postgresql_audit"),
 }
@@ -124,12 +128,14 @@ class Setup:
             if self.auditor is not None:
                 self.auditor.create_all(engine)
                 self.auditor.instrument(Session)
+            if contender == "floor":
+                _install_floor(engine, Session, self.context)
             self.engines[db] = engine
             self.sessions[db] = Session
         self.counter = 0
 
     def context(self) -> Any:
-        if self.contender != "whodid":
+        if self.contender not in ("whodid", "floor"):
             return contextlib.nullcontext()
         from whodid import Actor, audit_context
 
@@ -198,6 +204,7 @@ class Setup:
         """How many audit records this contender has written (a sanity check)."""
         table = {
             "whodid": "whodid_entries",
+            "floor": "whodid_entries",
             "continuum": "items_version",
             "pgaudit": "activity",
         }.get(self.contender)
@@ -205,6 +212,66 @@ class Setup:
             return 0
         with self.engines[db].connect() as conn:
             return int(conn.execute(self.sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def _install_floor(engine: Any, Session: Any, context: Callable[[], Any]) -> None:
+    """After each flush, insert one ready-made entry row per flushed object.
+
+    The rows are whodid's own (Writer.rows, before the clock starts); only a
+    counter makes each id unique. Sent on the flush's connection through the
+    raw DBAPI cursor (COPY on PostgreSQL from 200 rows, like whodid).
+    """
+    import itertools
+
+    import sqlalchemy as sa
+
+    from whodid import schema
+    from whodid.writer import _CHUNK, COPY_THRESHOLD, Change, Writer, _insert_sql, _values
+
+    schema.create_all(engine)
+    sqlite = engine.dialect.name == "sqlite"
+    with context():
+        row = Writer().rows([Change("customer", "create", "Item", "1", after=_AFTER)])[0]
+    template = _values(row, sqlite)
+    ids = itertools.count()
+
+    def rows(n: int) -> list[list[Any]]:
+        out = []
+        for _ in range(n):
+            values = list(template)
+            values[0] = f"log_{next(ids):026d}"
+            out.append(values)
+        return out
+
+    def after_flush(session: Any, flush_context: Any) -> None:
+        n = len(flush_context.states)
+        raw = session.connection().connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            if not sqlite and n >= COPY_THRESHOLD:
+                columns = ", ".join(c.name for c in schema.entries.columns if c.name != "seq")
+                with cursor.copy(f"COPY whodid_entries ({columns}) FROM STDIN") as copy:
+                    for values in rows(n):
+                        copy.write_row(values)
+                return
+            for at in range(0, n, _CHUNK):
+                chunk = rows(min(_CHUNK, n - at))
+                style = "qmark" if sqlite else "format"
+                cursor.execute(_insert_sql(style, len(chunk)), [v for r in chunk for v in r])
+        finally:
+            cursor.close()
+
+    sa.event.listen(Session, "after_flush", after_flush)
+
+
+_AFTER = {
+    "id": 1,
+    "name": "Customer 1",
+    "email": "customer1@example.com",
+    "amount": "12.34",
+    "status": "active",
+    "created_at": "2026-11-22T07:00:00.000000Z",
+}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -324,7 +391,7 @@ PEERS = ("continuum", "pgaudit")
 
 def _columns(first: list[str], unit: str) -> list[str]:
     cols = [*first, f"bare {unit}"]
-    for name in ("whodid", *PEERS):
+    for name in ("whodid", "floor", *PEERS):
         label = CONTENDERS[name][0]
         cols += [f"{label} {unit}", f"{label} / bare"]
     return [*cols, "target (whodid)", "status"]
@@ -343,7 +410,7 @@ def _cells(
 
     base = results["bare"]
     cells: dict[str, Any] = {f"bare {unit}": fmt_num(median(base) * scale, digits)}
-    for name in ("whodid", *PEERS):
+    for name in ("whodid", "floor", *PEERS):
         label = CONTENDERS[name][0]
         if name not in names:
             why = missing.get(name) or ("PostgreSQL only" if not supports(name, db) else "n/a")
@@ -407,6 +474,7 @@ def sections(
         figure_cols=[
             "whodid / bare",
             "whodid µs",
+            "floor (bare + the entry row alone) / bare",
             "SQLAlchemy-Continuum µs",
             "PostgreSQL-Audit µs",
         ],
@@ -422,7 +490,7 @@ def sections(
             "figure then says how many rounds it ran)."
         ),
         label_cols=["database"],
-        figure_cols=["whodid / bare", "whodid ms"],
+        figure_cols=["whodid / bare", "whodid ms", "floor (bare + the entry row alone) / bare"],
     )
     crud.notes.append(
         "PostgreSQL-Audit with SQLAlchemy 2.x: `metadata.create_all()` creates the audited "

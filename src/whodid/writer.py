@@ -51,9 +51,12 @@ _CHANGE_FIELDS = ("action", "feature", "operation", "entity_type", "entity_id", 
 _CHANGE_LIMITS = [(name, _LIMITS[name]) for name in _CHANGE_FIELDS if name in _LIMITS]
 
 
-def _bound(row: dict[str, Any], limits: Iterable[tuple[str, int]] = _LIMITS.items()) -> None:
+_CONTEXT_LIMITS = [(name, limit) for name, limit in _LIMITS.items() if name not in _CHANGE_FIELDS]
+
+
+def _bound(row: dict[str, Any], limits: Iterable[tuple[str, int]]) -> None:
     for name, limit in limits:
-        value = row.get(name)
+        value = row[name]
         if isinstance(value, str) and len(value) > limit:
             row[name] = value[:limit]
 
@@ -136,7 +139,7 @@ class Writer:
         now = utc(occurred_at) if occurred_at else dt.datetime.now(dt.UTC)
         stamp = iso(now)
         shared = self._context_fields(ctx)
-        _bound(shared)
+        _bound(shared, _CONTEXT_LIMITS)
         rows = []
         for change in changes:
             row = {
@@ -148,7 +151,7 @@ class Writer:
                 "operation": change.operation,
                 "entity_type": change.entity_type,
                 "entity_id": change.entity_id,
-                "metadata": to_json(dict(change.metadata)),
+                "metadata": to_json(dict(change.metadata)) if change.metadata else {},
                 "before": change.before,
                 "after": change.after,
             }
