@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
 from whodid.enrich import Enricher, default_enricher
-from whodid.entry import canonical_json, iso, new_entry_id, utc
+from whodid.entry import canonical_json, canonical_spliced, iso, new_entry_id, utc
 from whodid.schema import JSON_COLUMNS, entries
 from whodid.values import to_json
 
@@ -61,6 +61,9 @@ def _bound(row: dict[str, Any], limits: Iterable[tuple[str, int]]) -> None:
             row[name] = value[:limit]
 
 
+#: Key under which a row from Writer.rows carries its JSON fields as stored text.
+ENCODED = "_encoded"
+
 _INSERT = entries.insert()
 # From this many entries in one flush, PostgreSQL's COPY beats multi-row
 # INSERTs several times over (bulk imports, 10,000-row flushes).
@@ -101,8 +104,11 @@ def _insert_sql(paramstyle: str, count: int) -> str:
 def _values(row: Mapping[str, Any], sqlite: bool) -> list[Any]:
     """The row in _COLUMNS order, JSON columns as their canonical text."""
     values = [row[name] for name in _COLUMNS]
+    encoded = row.get(ENCODED)
     for i in _JSON_AT:
-        if values[i] is not None:
+        if encoded is not None:
+            values[i] = encoded[_COLUMNS[i]]
+        elif values[i] is not None:
             values[i] = canonical_json(values[i])
     if sqlite:
         # The text SQLAlchemy's DateTime stores on SQLite (naive UTC).
@@ -140,6 +146,7 @@ class Writer:
         stamp = iso(now)
         shared = self._context_fields(ctx)
         _bound(shared, _CONTEXT_LIMITS)
+        client = None if shared["client"] is None else canonical_json(shared["client"])
         rows = []
         for change in changes:
             row = {
@@ -158,11 +165,18 @@ class Writer:
             if change.tenant_id is not None and shared["tenant_id"] is None:
                 row["tenant_id"] = change.tenant_id
             _bound(row, _CHANGE_LIMITS)
-            # The row holds exactly the content fields here: its canonical
-            # form (entry.canonical) is the row with the time as text.
+            # Each JSON field is encoded once: the same text is stored and
+            # spliced into the canonical form the digest covers.
+            encoded = {
+                "client": client,
+                "metadata": canonical_json(row["metadata"]) if change.metadata else "{}",
+                "before": None if change.before is None else canonical_json(change.before),
+                "after": None if change.after is None else canonical_json(change.after),
+            }
             row["occurred_at"] = stamp
-            row["digest"] = sha256(canonical_json(row).encode()).hexdigest()
+            row["digest"] = sha256(canonical_spliced(row, encoded).encode()).hexdigest()
             row["occurred_at"] = now
+            row[ENCODED] = encoded
             rows.append(row)
         return rows
 
@@ -219,4 +233,6 @@ class Writer:
                 sql = _insert_sql(dialect.paramstyle, len(chunk))
                 connection.exec_driver_sql(sql, tuple(params))
         else:
-            connection.execute(_INSERT, list(rows))
+            connection.execute(
+                _INSERT, [{k: v for k, v in r.items() if k != ENCODED} for r in rows]
+            )
