@@ -286,6 +286,11 @@ class Auditor:
             if format == "csv" and conn.dialect.driver == "psycopg":
                 where = _query.export_where(conn, spec)
                 return _export.copy_csv(conn, where, fileobj, progress)
+            if format == "csv" and conn.dialect.driver == "pysqlite":
+                where = _query.export_where(conn, spec)
+                count = _export.sqlite_csv(conn, where, fileobj, progress)
+                if count is not None:
+                    return count
             return _export.write(fileobj, _query.iter_export_rows(conn, spec), format, progress)
 
     # -- integrity and retention ------------------------------------------------

@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import IO, Any, Literal
 
 import sqlalchemy as sa
@@ -182,3 +185,288 @@ def copy_csv(
 
 def _pg_escape(ch: str) -> str:
     return {"\t": "\\t", "\r": "\\r", "\n": "\\n"}.get(ch, ch)
+
+
+# -- SQLite: the CSV lines built by SQLite itself ---------------------------------
+#
+# The same bytes as :func:`lines`, but each row arrives as one finished CSV
+# line: SQLite formats the timestamp, the passkey, the formula guard and the
+# quoting, so Python only joins and writes. The order is the Python path's
+# ``ORDER BY occurred_at, seq``: only the row keys (seq) are sorted, and the
+# lines are read in batches of those keys, by a range of seq when the batch is
+# one (the usual case: entries are appended in time order) or by the keys
+# themselves otherwise. A second connection, when the database is a file,
+# reads every other batch in a helper thread (sqlite3 releases the GIL while
+# SQLite works). A batch is used only if it holds exactly the keys asked for,
+# each with a line; anything else (a timestamp or passkey not in the form
+# whodid stores them) goes through the Python path, row for row the same.
+
+_BATCH = 2000
+_SEQ = COLUMNS.index("seq")
+# SQLAlchemy stores DateTime on SQLite as naive UTC text in this form.
+_STORED_TIME = "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2]) + " " + ":".join(
+    ["[0-9]" * 2] * 3
+) + "." + "[0-9]" * 6
+
+
+def _csv_text(values: Sequence[Any]) -> str:
+    sink = io.StringIO()
+    csv.writer(sink, lineterminator="\n").writerow(values)
+    return sink.getvalue()
+
+
+def _quoted_chars() -> frozenset[str] | None:
+    """The characters that make csv quote a field, if its rules are the ones
+    the SQL below implements (minimal quoting, quotes doubled); else None."""
+    quoted = set()
+    for code in range(128):
+        value = f"a{chr(code)}b"
+        text = _csv_text([value, "x"])
+        if text == '"' + value.replace('"', '""') + '",x\n':
+            quoted.add(chr(code))
+        elif text != value + ",x\n":
+            return None
+    plain = ["", None, " a ", 5, "é€😀", "x"]
+    if _csv_text(plain) != ",, a ,5,é€😀,x\n":
+        return None
+    if not quoted <= {",", '"', "\n", "\r"} or not {",", '"'} <= quoted:
+        return None
+    return frozenset(quoted)
+
+
+_QUOTED = _quoted_chars()
+
+
+def _sqlite_line_sql() -> str:
+    """One SQL expression: the row's CSV line, or NULL if it needs the Python path."""
+    assert _QUOTED is not None
+    codes = sorted(ord(ch) for ch in _FORMULA_START)
+    below = chr(codes[-1] + 1)  # every guarded first character sorts below this one
+    assert below.isalnum()
+
+    def needs_quotes(col: str, first: str = ",") -> str:
+        chars = sorted(_QUOTED, key=lambda ch: ch != first)
+        return "(" + " OR ".join(f"{col} LIKE '%{ch}%'" for ch in chars) + ")"
+
+    def quoted(col: str, prefix: str = "") -> str:
+        return f"""'"{prefix}' || replace({col}, '"', '""') || '"'"""
+
+    apostrophe = "''"  # one ' inside an SQL string literal
+    parts = []
+    for i, name in enumerate(COLUMNS):
+        col = f'"{name}"'
+        if i == _OCCURRED:
+            parts.append(
+                f"CASE WHEN {col} GLOB '{_STORED_TIME}' AND \"passkey\" IN (0, 1) THEN "
+                f"substr({col}, 1, 10) || 'T' || substr({col}, 12) || 'Z' END"
+            )
+        elif i == _PASSKEY:
+            parts.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+        elif name in JSON_COLUMNS:
+            text = f"CAST({col} AS TEXT)"
+            parts.append(
+                f"CASE WHEN {col} IS NULL THEN '' WHEN {needs_quotes(text, chr(34))} "
+                f"THEN {quoted(text)} ELSE {text} END"
+            )
+        elif i in _TEXT:
+            guarded = f"({col} < '{below}' AND unicode({col}) IN ({', '.join(map(str, codes))}))"
+            parts.append(
+                f"CASE WHEN {guarded} THEN CASE WHEN {needs_quotes(col)} "
+                f"THEN {quoted(col, apostrophe)} ELSE '''' || {col} END "
+                f"WHEN {needs_quotes(col)} THEN {quoted(col)} ELSE coalesce({col}, '') END"
+            )
+        else:
+            parts.append(col)
+    return " || ',' || ".join(parts) + " || char(10)"
+
+
+def _bound(compiled: Any, dialect: Any) -> list[Any]:
+    """The positional parameters of ``compiled``, converted as SQLAlchemy would."""
+    params = compiled.construct_params()
+    values = []
+    for name in compiled.positiontup:
+        value = params[name]
+        bind = compiled.binds.get(name)
+        if bind is not None:
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                value = process(value)
+        values.append(value)
+    return values
+
+
+class _LineReader:
+    """Reads the CSV lines of a batch of keys over one DBAPI connection."""
+
+    def __init__(self, raw: Any, line: str, where_sql: str, where_params: list[Any]) -> None:
+        self.raw = raw
+        self.range_sql = (
+            f"SELECT {line}, seq FROM {entries.name} NOT INDEXED "
+            f"WHERE seq >= ? AND seq <= ? AND ({where_sql}) ORDER BY seq"
+        )
+        self.line = line
+        self.where_params = where_params
+
+    def read(self, keys: list[int]) -> str | None:
+        """The batch's lines, or None if some row needs the Python path."""
+        get_line, get_seq = itemgetter(0), itemgetter(1)
+        if keys == sorted(keys) and keys[-1] - keys[0] < 4 * len(keys):
+            rows = self.raw.execute(
+                self.range_sql, (keys[0], keys[-1], *self.where_params)
+            ).fetchall()
+            if list(map(get_seq, rows)) != keys:
+                return None
+        else:
+            found: dict[int, Any] = {}
+            for at in range(0, len(keys), 500):
+                part = keys[at : at + 500]
+                sql = (
+                    f"SELECT seq, {self.line} FROM {entries.name} "
+                    f"WHERE seq IN ({', '.join('?' * len(part))})"
+                )
+                found.update(self.raw.execute(sql, part).fetchall())
+            rows = [(found.get(key),) for key in keys]
+        try:
+            return "".join(map(get_line, rows))
+        except TypeError:  # a NULL line, or a key not found
+            return None
+
+
+def sqlite_csv(
+    conn: Any,
+    where: Sequence[Any],
+    fileobj: IO[str] | IO[bytes],
+    progress: Callable[[int], None] | None = None,
+    *,
+    helper: bool = True,
+) -> int | None:
+    """The CSV export on SQLite (pysqlite), lines built in SQL; the same bytes as
+    :func:`write`. Returns the number of entries, or None if this Python's csv
+    module quotes differently from what the SQL implements (then nothing is
+    written and the caller takes the Python path)."""
+    if _QUOTED is None:
+        return None
+    dialect = conn.dialect
+    c = entries.c
+    options = {"render_postcompile": True}
+    keys_stmt = sa.select(c.seq).where(*where).order_by(c.occurred_at, c.seq)
+    keys_sql = keys_stmt.compile(dialect=dialect, compile_kwargs=options)
+    if where:
+        where_compiled = sa.and_(*where).compile(dialect=dialect, compile_kwargs=options)
+        where_sql, where_params = str(where_compiled), _bound(where_compiled, dialect)
+    else:
+        where_sql, where_params = "1", []
+    line = _sqlite_line_sql()
+    raw = conn.connection.dbapi_connection
+    binary = not isinstance(fileobj, io.TextIOBase)
+
+    def emit(text: str) -> None:
+        fileobj.write(text.encode("utf-8") if binary else text)  # type: ignore[arg-type]
+
+    def python_path(keys: list[int]) -> str:
+        columns = [sa.cast(c[n], sa.Text) if n in JSON_COLUMNS else c[n] for n in COLUMNS]
+        found = {
+            row[_SEQ]: tuple(row)
+            for row in conn.execute(sa.select(*columns).where(c.seq.in_(keys)))
+        }
+        text = lines([found[key] for key in keys], "csv")
+        next(text)  # the header
+        return "".join(text)
+
+    began = not raw.in_transaction
+    if began:  # one snapshot for the keys and every batch read on this connection
+        raw.execute("BEGIN")
+    pool: _Helper | None = None
+    try:
+        reader = _LineReader(raw, line, where_sql, where_params)
+        if helper:
+            pool = _Helper.start(conn, raw, line, where_sql, where_params)
+        emit(_csv_text(COLUMNS))
+        keys_cursor = raw.execute(str(keys_sql), _bound(keys_sql, dialect))
+        count = 0
+
+        def next_keys() -> list[int]:
+            return [key for (key,) in keys_cursor.fetchmany(_BATCH)]
+
+        while True:
+            ahead = next_keys()
+            if not ahead:
+                break
+            if pool is not None:
+                pool.submit(ahead)
+            mine = next_keys()
+            mine_text = (reader.read(mine) or python_path(mine)) if mine else ""
+            ahead_text = (pool.result() if pool is not None else reader.read(ahead)) or (
+                python_path(ahead)
+            )
+            for keys, text in ((ahead, ahead_text), (mine, mine_text)):
+                if keys:
+                    emit(text)
+                    count += len(keys)
+                    if progress is not None:
+                        progress(len(keys))
+            if not mine:
+                break
+        return count
+    finally:
+        if pool is not None:
+            pool.stop()
+        if began and raw.in_transaction:
+            raw.execute("ROLLBACK")
+
+
+class _Helper:
+    """A thread with its own connection to the same database file, reading batches."""
+
+    def __init__(self, connection: Any, reader: _LineReader) -> None:
+        self.connection = connection
+        self.reader = reader
+        self.jobs: queue.Queue[list[int] | None] = queue.Queue()
+        self.results: queue.Queue[str | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="whodid-export", daemon=True)
+
+    @classmethod
+    def start(
+        cls, conn: Any, raw: Any, line: str, where_sql: str, where_params: list[Any]
+    ) -> _Helper | None:
+        """A helper, or None if no second connection to the same file can be had."""
+        path = _database_file(raw)
+        if not path:
+            return None  # in memory: another connection is another database
+        try:
+            connection = conn.engine.raw_connection()
+        except Exception:
+            return None
+        other = connection.dbapi_connection
+        if other is raw or _database_file(other) != path:
+            connection.close()
+            return None
+        helper = cls(connection, _LineReader(other, line, where_sql, where_params))
+        helper.thread.start()
+        return helper
+
+    def _run(self) -> None:
+        while (keys := self.jobs.get()) is not None:
+            try:
+                text = self.reader.read(keys)
+            except Exception:
+                text = None  # the main connection reads this batch itself
+            self.results.put(text)
+
+    def submit(self, keys: list[int]) -> None:
+        self.jobs.put(keys)
+
+    def result(self) -> str | None:
+        return self.results.get()
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        self.connection.close()
+
+
+def _database_file(raw: Any) -> str:
+    for _, name, path in raw.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(path or "")
+    return ""
