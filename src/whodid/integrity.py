@@ -23,11 +23,20 @@ of number, kind, created_at, hi, count, root, pending, prev_hash, key_id.
 from __future__ import annotations
 
 import base64
+import bisect
+import collections
+import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
+import logging
 import os
+import pickle
 import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +47,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
+from whodid import fastjson
 from whodid.entry import CONTENT_FIELDS, canonical, iso, utc
 from whodid.errors import ConfigurationError
 from whodid.schema import checkpoints, entries
@@ -399,14 +410,67 @@ def _verify_chain(chain: Sequence[Checkpoint], public: Ed25519PublicKey, report:
         )
 
 
+#: Logs spanning fewer seqs than this are verified by this process alone;
+#: larger ones in seq ranges shared with helper processes (see verify()).
+PARALLEL_MIN = 200_000
+#: At most this many processes verify one log unless ``workers`` asks for more.
+MAX_WORKERS = 4
+_RANGES_PER_WORKER = 8
+
+_SEQ_LEAF = struct.Struct(">Q40s")  # seq, then the leaf's time and digest as stored
+_MICROS = struct.Struct(">q")
+_US = dt.timedelta(microseconds=1)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+_JSON_FIELDS = ("client", "metadata", "before", "after")
+_SCALAR_FIELDS = tuple(n for n in CONTENT_FIELDS if n != "occurred_at" and n not in _JSON_FIELDS)
+_TEXT_OR_NULL = frozenset({str, type(None)})
+_cursor_names = itertools.count()
+
+#: (seq, entry id, canonical bytes, stored digest, occurred_at in µs) of one entry.
+_EntryRow = tuple[int, str, bytes, str, int]
+
+
+@dataclass(frozen=True)
+class _Promises:
+    """What the checkpoints say about seqs that have no sealed leaf."""
+
+    hi: int
+    purged: frozenset[int]
+    pending: frozenset[int]
+
+
+@dataclass
+class _Part:
+    """What checking one seq range found, in seq order."""
+
+    problems: list[Problem] = field(default_factory=list)
+    mismatched: list[tuple[int, str, bytes, bytes]] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # sealed seqs of the range not present
+    seen: int = 0
+    sealed: int = 0
+    unsealed: int = 0
+    last: int = 0  # highest seq present
+
+
 def verify(
     conn: Connection,
     public: Ed25519PublicKey,
     head: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     batch: int = 5000,
+    workers: int | None = None,
 ) -> Report:
-    """Check every entry and checkpoint; see the module docstring for what is covered."""
+    """Check every entry and checkpoint; see the module docstring for what is covered.
+
+    A log spanning ``PARALLEL_MIN`` seqs or more is checked in seq ranges by this
+    process and ``workers - 1`` helper processes, each reading through its own
+    connection to the same URL; ``workers`` defaults to the CPUs this process may
+    use, at most ``MAX_WORKERS``. ``workers=1``, in-memory SQLite, drivers other
+    than psycopg and sqlite3, and a ``conn`` already inside a transaction (whose
+    uncommitted rows other connections cannot see) keep it in this process. The
+    report is the same either way.
+    """
+    may_share = workers != 1 and not conn.in_transaction() and _shareable(conn)
     report = Report()
     chain = [
         Checkpoint.from_row(r)
@@ -417,89 +481,52 @@ def verify(
     if head is not None:
         _verify_head(chain, head, public, report)
 
-    # What the checkpoints promise: seq -> (time µs, digest, checkpoint), and
-    # which seqs were signed away by a purge.
-    expected: dict[int, tuple[int, bytes, int]] = {}
+    # What the checkpoints promise: seq -> leaf time µs and digest (the leaf's
+    # last 40 bytes), and which seqs were signed away by a purge.
+    expected: dict[int, bytes] = {}
     purged: set[int] = set()
     for cp in chain:
-        for seq, micros, digest in iter_leaves(cp.leaves):
-            if cp.kind == "purge":
-                purged.add(seq)
-            else:
-                expected[seq] = (micros, digest, cp.number)
         if cp.kind == "purge":
+            purged.update(seq for seq, _ in _SEQ_LEAF.iter_unpack(cp.leaves))
             report.purged_ranges.append({**cp.info, "count": cp.count, "checkpoint": cp.number})
+        else:
+            expected.update(_SEQ_LEAF.iter_unpack(cp.leaves))
     for seq in purged:
         expected.pop(seq, None)
     last = chain[-1] if chain else None
     last_seal = next((cp for cp in reversed(chain) if cp.kind == "seal"), None)
-    hi = last.hi if last else 0
-    pending = {int(s) for s in (last_seal.pending if last_seal else {})}
+    promises = _Promises(
+        hi=last.hi if last else 0,
+        purged=frozenset(purged),
+        pending=frozenset(int(s) for s in (last_seal.pending if last_seal else {})),
+    )
+
+    tally = _Tally(progress)
+    plan = _plan(conn, workers) if may_share else None
+    if plan is None:
+        parts = [_check_range(conn, None, None, expected, promises, batch, tally.tick)]
+    else:
+        bounds, helpers, fingerprint = plan
+        parts = _check_shared(conn, bounds, helpers, fingerprint, expected, promises, batch, tally)
 
     mismatched: list[tuple[int, str, bytes, bytes]] = []  # seq, id, actual, expected
+    missing: list[int] = []
     max_present = 0
-    c = entries.c
-    # Plain tuples in a fixed column order: RowMapping look-ups cost more than
-    # the hashing itself at a million rows.
-    names = (*CONTENT_FIELDS, "seq", "digest")
-    result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-        sa.select(*(c[n] for n in names)).order_by(c.seq)
-    )
-    sha256 = hashlib.sha256
-    seen = 0
-    for values in result:
-        row = dict(zip(names, values, strict=True))
-        seen += 1
-        if progress is not None and seen % 1000 == 0:
-            progress(1000)
-        seq = row["seq"]
-        max_present = seq
-        actual = sha256(canonical(row)).hexdigest()
-        self_consistent = actual == row["digest"]
-        if not self_consistent:
-            report.problems.append(
-                Problem(
-                    "edited",
-                    f"entry {row['id']} (seq {seq}) does not match its own digest: "
-                    "its content was changed",
-                    (row["id"],),
-                    (seq,),
-                )
-            )
-        promised = expected.pop(seq, None)
-        if promised is not None:
-            report.sealed += 1
-            leaf = leaf_bytes(seq, row["occurred_at"], actual)
-            if self_consistent and leaf[8:] != LEAF.pack(0, *promised[:2])[8:]:
-                mismatched.append((seq, row["id"], leaf[16:], promised[1]))
-        elif seq in purged:
-            report.problems.append(
-                Problem(
-                    "inserted",
-                    f"entry {row['id']} (seq {seq}) was purged and is back",
-                    (row["id"],),
-                    (seq,),
-                )
-            )
-        elif seq > hi or seq in pending:
-            report.unsealed += 1
-        else:
-            report.problems.append(
-                Problem(
-                    "inserted",
-                    f"entry {row['id']} (seq {seq}) is in a sealed range but no "
-                    "checkpoint covers it",
-                    (row["id"],),
-                    (seq,),
-                )
-            )
+    for part in parts:
+        report.problems.extend(part.problems)
+        mismatched.extend(part.mismatched)
+        missing.extend(part.missing)
+        report.entries += part.seen
+        report.sealed += part.sealed
+        report.unsealed += part.unsealed
+        if part.seen:
+            max_present = part.last
     if progress is not None:
-        progress(seen % 1000)
-    report.entries = seen
+        progress(report.entries - tally.reported)
     report.purged = len(purged)
     _classify_mismatches(mismatched, report)
-    if expected:
-        seqs = tuple(sorted(expected))
+    if missing:
+        seqs = tuple(sorted(missing))
         # Missing entries after every surviving one: the tail was cut off.
         kind = "truncated" if seqs[0] > max_present else "deleted"
         report.problems.append(
@@ -512,6 +539,506 @@ def verify(
             )
         )
     return report
+
+
+def _check_range(
+    conn: Connection,
+    lo: int | None,
+    stop: int | None,
+    expected: dict[int, bytes],
+    promises: _Promises,
+    batch: int,
+    tick: Callable[[int], None] | None,
+) -> _Part:
+    """Check the entries with ``lo <= seq < stop`` against ``expected``, which this
+    pops: what is left in it are sealed seqs of the range that are missing."""
+    part = _Part()
+    problems = part.problems
+    hi, purged, pending = promises.hi, promises.purged, promises.pending
+    sha256 = hashlib.sha256
+    pack_micros = _MICROS.pack
+    mismatched = part.mismatched
+    seen = sealed = unsealed = last = 0
+    for seq, entry_id, data, stored, micros in _entry_rows(conn, lo, stop, batch):
+        seen += 1
+        if tick is not None and seen % 1000 == 0:
+            tick(1000)
+        last = seq
+        hashed = sha256(data)
+        self_consistent = hashed.hexdigest() == stored
+        if not self_consistent:
+            problems.append(
+                Problem(
+                    "edited",
+                    f"entry {entry_id} (seq {seq}) does not match its own digest: "
+                    "its content was changed",
+                    (entry_id,),
+                    (seq,),
+                )
+            )
+        promised = expected.pop(seq, None)
+        if promised is not None:
+            sealed += 1
+            if self_consistent:
+                actual = hashed.digest()
+                if pack_micros(micros) + actual != promised:
+                    mismatched.append((seq, entry_id, actual, promised[8:]))
+        elif seq in purged:
+            problems.append(
+                Problem(
+                    "inserted",
+                    f"entry {entry_id} (seq {seq}) was purged and is back",
+                    (entry_id,),
+                    (seq,),
+                )
+            )
+        elif seq > hi or seq in pending:
+            unsealed += 1
+        else:
+            problems.append(
+                Problem(
+                    "inserted",
+                    f"entry {entry_id} (seq {seq}) is in a sealed range but no "
+                    "checkpoint covers it",
+                    (entry_id,),
+                    (seq,),
+                )
+            )
+    part.seen, part.sealed, part.unsealed, part.last = seen, sealed, unsealed, last
+    part.missing = list(expected)
+    return part
+
+
+# -- reading entries for verify -------------------------------------------------
+#
+# Each reader yields _EntryRow tuples whose canonical bytes are exactly
+# entry.canonical() of the row as SQLAlchemy would return it. The fast readers
+# take plain tuples from the DBAPI cursor, get the time as canonical text and
+# epoch µs without building a datetime where they can, and encode through
+# fastjson; any entry fastjson cannot vouch for goes through the row as
+# SQLAlchemy would build it and canonical() itself.
+
+
+def _micros(when: dt.datetime) -> int:
+    return (utc(when) - _EPOCH) // _US
+
+
+def _processors(conn: Connection) -> dict[str, Any]:
+    dialect = conn.dialect
+    return {
+        c.name: c.type.dialect_impl(dialect).result_processor(dialect, None)
+        for c in entries.columns
+    }
+
+
+def _entry_rows(
+    conn: Connection, lo: int | None, stop: int | None, batch: int
+) -> Iterator[_EntryRow]:
+    dialect = conn.dialect
+    procs = _processors(conn)
+    if (dialect.name, dialect.driver) == ("postgresql", "psycopg") and not any(procs.values()):
+        return _postgresql_rows(conn, lo, stop, batch)
+    if (dialect.name, dialect.driver) == ("sqlite", "pysqlite") and not any(
+        procs[n] for n in _SCALAR_FIELDS if n != "passkey"
+    ):
+        return _sqlite_rows(conn, lo, stop, batch, procs)
+    return _generic_rows(conn, lo, stop, batch)
+
+
+def _where(conn: Connection, lo: int | None, stop: int | None) -> str:
+    seq = conn.dialect.identifier_preparer.quote("seq")
+    conds = ([f"{seq} >= {int(lo)}"] if lo is not None else []) + (
+        [f"{seq} < {int(stop)}"] if stop is not None else []
+    )
+    return f" WHERE {' AND '.join(conds)}" if conds else ""
+
+
+def _generic_rows(
+    conn: Connection, lo: int | None, stop: int | None, batch: int
+) -> Iterator[_EntryRow]:
+    c = entries.c
+    names = (*CONTENT_FIELDS, "seq", "digest")
+    stmt = sa.select(*(c[n] for n in names)).order_by(c.seq)
+    if lo is not None:
+        stmt = stmt.where(c.seq >= lo)
+    if stop is not None:
+        stmt = stmt.where(c.seq < stop)
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+    for values in result:
+        row = dict(zip(names, values, strict=True))
+        yield row["seq"], row["id"], canonical(row), row["digest"], _micros(row["occurred_at"])
+
+
+def _postgresql_rows(
+    conn: Connection, lo: int | None, stop: int | None, batch: int
+) -> Iterator[_EntryRow]:
+    quote = conn.dialect.identifier_preparer.quote
+    col = {n: quote(n) for n in (*CONTENT_FIELDS, "seq", "digest")}
+    at = col["occurred_at"]
+    # Times Python's datetime holds whatever the session time zone: the rest
+    # (and NULL) go through SQLAlchemy's own reading of the row.
+    ok = f"{at} >= '0002-01-01 00:00:00+00' AND {at} < '9999-12-31 00:00:00+00'"
+    utc_at = f"({at} AT TIME ZONE 'UTC')"
+    text = f"""CASE WHEN {ok} THEN to_char({utc_at}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
+    micros = (
+        f"CASE WHEN {ok} THEN extract(epoch FROM date_trunc('second', {utc_at}))::bigint"
+        f" * 1000000 + mod(extract(microseconds FROM {utc_at})::bigint, 1000000) END"
+    )
+    # The four documents as one JSON array text: one decode instead of four,
+    # and no JSONB loader. jsonb's text is always valid JSON, so the array is too.
+    docs_sql = " || ',' || ".join(f"coalesce({col[n]}::text, 'null')" for n in _JSON_FIELDS)
+    sql = (
+        f"SELECT {', '.join(col[n] for n in _SCALAR_FIELDS)}, {text}, {micros}, "
+        f"{col['seq']}, {col['digest']}, '[' || {docs_sql} || ']' "
+        f"FROM {conn.dialect.identifier_preparer.format_table(entries)}"
+        f"{_where(conn, lo, stop)} ORDER BY {col['seq']}"
+    )
+    names = _SCALAR_FIELDS
+    loads, plain, encode = fastjson.loads, fastjson.plain, fastjson.encode
+    dbapi: Any = conn.connection.dbapi_connection
+    cursor = dbapi.cursor(
+        name=f"whodid_verify_{os.getpid()}_{next(_cursor_names)}",
+        withhold=bool(dbapi.autocommit),
+    )
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(batch):
+            for r in rows:
+                doc = dict(zip(names, r, strict=False))  # the scalars lead the row
+                text_at, micros_at, seq, stored, docs_text = r[15:]
+                data = None
+                if text_at is not None:
+                    doc["occurred_at"] = text_at
+                    # psycopg gives str, bool or None for the other columns: plain.
+                    try:
+                        docs = loads(docs_text)
+                    except Exception:
+                        docs = None
+                    if docs is not None and plain(docs):
+                        doc["client"], doc["metadata"], doc["before"], doc["after"] = docs
+                        data = encode(doc)
+                if data is None:
+                    # What psycopg's JSONB loader would have returned: json.loads.
+                    doc.update(zip(_JSON_FIELDS, json.loads(docs_text), strict=True))
+                    if text_at is not None:
+                        # Naive, as canonical() reads it: the same text again.
+                        doc["occurred_at"] = dt.datetime.fromisoformat(text_at[:-1])
+                    else:
+                        when = conn.execute(
+                            sa.select(entries.c.occurred_at).where(entries.c.seq == seq)
+                        ).scalar_one()
+                        doc["occurred_at"] = when
+                        micros_at = _micros(when)
+                    data = canonical(doc)
+                yield seq, doc["id"], data, stored, micros_at
+    finally:
+        cursor.close()
+
+
+def _sqlite_rows(
+    conn: Connection, lo: int | None, stop: int | None, batch: int, procs: dict[str, Any]
+) -> Iterator[_EntryRow]:
+    quote = conn.dialect.identifier_preparer.quote
+    sql = (
+        f"SELECT {', '.join(quote(n) for n in _SCALAR_FIELDS)}, {quote('occurred_at')}, "
+        f"{quote('seq')}, {quote('digest')}, {', '.join(quote(n) for n in _JSON_FIELDS)} "
+        f"FROM {conn.dialect.identifier_preparer.format_table(entries)}"
+        f"{_where(conn, lo, stop)} ORDER BY {quote('seq')}"
+    )
+    names = _SCALAR_FIELDS
+    to_datetime = procs["occurred_at"]
+    to_bool = procs["passkey"]
+    json_procs = [procs[n] or (lambda v: v) for n in _JSON_FIELDS]
+    text_or_null = _TEXT_OR_NULL
+    scalars = fastjson.SCALARS
+    loads, plain, encode = fastjson.loads, fastjson.plain, fastjson.encode
+    naive_epoch = _NAIVE_EPOCH
+    us = _US
+    dbapi: Any = conn.connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(batch):
+            for r in rows:
+                doc = dict(zip(names, r, strict=False))  # the scalars lead the row
+                raw_at, seq, stored, client, metadata, before, after = r[15:]
+                if to_bool is not None:
+                    doc["passkey"] = to_bool(doc["passkey"])
+                when = to_datetime(raw_at) if to_datetime is not None else raw_at
+                if type(when) is dt.datetime and when.tzinfo is None:
+                    text_at = when.isoformat(timespec="microseconds") + "Z"
+                    micros_at = (when - naive_epoch) // us
+                else:
+                    text_at = iso(when)
+                    micros_at = _micros(when)
+                data = None
+                # SQLite keeps any type in any column: the scalars are checked too.
+                if (
+                    type(client) in text_or_null
+                    and type(metadata) in text_or_null
+                    and type(before) in text_or_null
+                    and type(after) in text_or_null
+                    and set(map(type, doc.values())) <= scalars
+                ):
+                    try:
+                        docs = [
+                            None if client is None else loads(client),
+                            None if metadata is None else loads(metadata),
+                            None if before is None else loads(before),
+                            None if after is None else loads(after),
+                        ]
+                    except Exception:
+                        docs = None
+                    if docs is not None and plain(docs):
+                        doc["client"], doc["metadata"], doc["before"], doc["after"] = docs
+                        doc["occurred_at"] = text_at
+                        data = encode(doc)
+                if data is None:
+                    texts = (client, metadata, before, after)
+                    doc.update(
+                        (n, proc(t))
+                        for n, proc, t in zip(_JSON_FIELDS, json_procs, texts, strict=True)
+                    )
+                    doc["occurred_at"] = when
+                    data = canonical(doc)
+                yield seq, doc["id"], data, stored, micros_at
+    finally:
+        cursor.close()
+
+
+# -- sharing verify between processes ---------------------------------------------
+
+
+class _Tally:
+    """Progress of verify: this thread's rows, and those helper threads report."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._remote = 0
+        self.reported = 0
+
+    def remote(self, n: int) -> None:
+        with self._lock:
+            self._remote += n
+
+    def tick(self, n: int) -> None:
+        with self._lock:
+            n, self._remote = n + self._remote, 0
+        self.reported += n
+        if self._progress is not None:
+            self._progress(n)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _shareable(conn: Connection) -> bool:
+    """Whether other processes can open this database from its URL and read it fast."""
+    dialect, url = conn.dialect, conn.engine.url
+    if (dialect.name, dialect.driver) == ("postgresql", "psycopg"):
+        return bool(sys.executable)
+    if (dialect.name, dialect.driver) == ("sqlite", "pysqlite"):
+        database = url.database or ""
+        memory = database in ("", ":memory:") or "mode=memory" in database
+        return bool(sys.executable) and not memory and "mode=memory" not in str(url.query)
+    return False
+
+
+def _fingerprint(conn: Connection) -> list[tuple[Any, ...]]:
+    """Seq and id of the first and last entries: tells a helper it opened the same log."""
+    c = entries.c
+    first = sa.select(sa.func.min(c.seq)).scalar_subquery()
+    top = sa.select(sa.func.max(c.seq)).scalar_subquery()
+    rows = conn.execute(
+        sa.select(c.seq, c.id).where(sa.or_(c.seq == first, c.seq == top)).order_by(c.seq)
+    ).all()
+    return [tuple(r) for r in rows]
+
+
+def _plan(
+    conn: Connection, workers: int | None
+) -> tuple[list[tuple[int | None, int | None]], int, list[tuple[Any, ...]]] | None:
+    """Seq ranges and how many helper processes to start, or None to stay alone."""
+    fingerprint = _fingerprint(conn)
+    if not fingerprint:
+        return None
+    first, top = fingerprint[0][0], fingerprint[-1][0]
+    span = top - first + 1
+    if workers is None:
+        workers = min(_usable_cpus(), MAX_WORKERS) if span >= PARALLEL_MIN else 1
+    if workers <= 1:
+        return None
+    step = max(-(-span // (workers * _RANGES_PER_WORKER)), 1)
+    cuts = list(range(first + step, top + 1, step))
+    starts: list[int | None] = [None, *cuts]
+    stops: list[int | None] = [*cuts, None]
+    return list(zip(starts, stops, strict=True)), workers - 1, fingerprint
+
+
+# The helper imports whodid.integrity without running whodid/__init__.py, which
+# imports the whole library (0.5 s more of start-up on every verify).
+_HELPER_BOOT = """
+import importlib.util, pickle, sys, types
+sys.path[:] = pickle.load(sys.stdin.buffer)
+spec = importlib.util.find_spec("whodid")
+package = types.ModuleType("whodid")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["whodid"] = package
+from whodid.integrity import _helper_main
+_helper_main()
+"""
+
+
+class _Helper:
+    """A helper process checking seq ranges on its own connection (see _helper_main)."""
+
+    def __init__(self, setup: tuple[Any, ...]) -> None:
+        self._setup = setup
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _HELPER_BOOT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def run(
+        self,
+        tasks: list[tuple[int | None, int | None, dict[int, bytes]]],
+        todo: collections.deque[int],
+        results: list[_Part | None],
+        tally: _Tally,
+    ) -> None:
+        """Take ranges from ``todo`` until none is left; put one back if it fails."""
+        stdin, stdout = self._proc.stdin, self._proc.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            pickle.dump(sys.path, stdin)
+            pickle.dump(self._setup, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError:
+            return
+        while True:
+            try:
+                i = todo.popleft()
+            except IndexError:
+                return
+            try:
+                pickle.dump(tasks[i], stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.flush()
+                status, part = pickle.load(stdout)
+                if status != "ok":
+                    raise RuntimeError(part)
+            except Exception as exc:
+                # This process checks the range itself: a database error then
+                # surfaces here, with its own type and message.
+                logging.getLogger("whodid.integrity").debug("verify helper failed: %r", exc)
+                todo.append(i)
+                return
+            results[i] = part
+            tally.remote(part.seen)
+
+    def close(self) -> None:
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _check_shared(
+    conn: Connection,
+    bounds: list[tuple[int | None, int | None]],
+    helpers: int,
+    fingerprint: list[tuple[Any, ...]],
+    expected: dict[int, bytes],
+    promises: _Promises,
+    batch: int,
+    tally: _Tally,
+) -> list[_Part]:
+    """Check the ranges here and in ``helpers`` processes, each taking the next
+    range left when done with one; returns the parts in range order."""
+    keys = sorted(expected)
+    tasks: list[tuple[int | None, int | None, dict[int, bytes]]] = []
+    for lo, stop in bounds:
+        a = 0 if lo is None else bisect.bisect_left(keys, lo)
+        b = len(keys) if stop is None else bisect.bisect_left(keys, stop)
+        mine = keys[a:b]
+        tasks.append((lo, stop, dict(zip(mine, map(expected.__getitem__, mine), strict=True))))
+    results: list[_Part | None] = [None] * len(tasks)
+    todo = collections.deque(range(len(tasks)))
+    url = conn.engine.url.render_as_string(hide_password=False)
+    setup = (url, batch, promises, fingerprint)
+    started: list[_Helper] = []
+    threads: list[threading.Thread] = []
+    try:
+        for _ in range(helpers):
+            try:
+                helper = _Helper(setup)
+            except OSError:
+                break
+            started.append(helper)
+            thread = threading.Thread(
+                target=helper.run, args=(tasks, todo, results, tally), daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        while True:
+            try:
+                i = todo.popleft()
+            except IndexError:
+                for thread in threads:
+                    thread.join()
+                if not todo:
+                    break
+                continue
+            lo, stop, promised = tasks[i]
+            results[i] = _check_range(conn, lo, stop, promised, promises, batch, tally.tick)
+    finally:
+        for helper in started:
+            helper.close()
+    done = [part for part in results if part is not None]
+    assert len(done) == len(results)
+    return done
+
+
+def _helper_main() -> None:
+    """A helper process of verify(): checks the seq ranges sent on stdin."""
+    source = sys.stdin.buffer
+    sink = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not end up in the replies
+    url, batch, promises, fingerprint = pickle.load(source)
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            same_log = _fingerprint(conn) == fingerprint
+            while True:
+                try:
+                    lo, stop, expected = pickle.load(source)
+                except EOFError:
+                    return
+                reply: tuple[str, Any]
+                if not same_log:
+                    reply = ("error", f"{url} holds another log")
+                else:
+                    try:
+                        reply = (
+                            "ok",
+                            _check_range(conn, lo, stop, expected, promises, batch, None),
+                        )
+                    except Exception as exc:
+                        reply = ("error", repr(exc))
+                pickle.dump(reply, sink, protocol=pickle.HIGHEST_PROTOCOL)
+                sink.flush()
+    finally:
+        engine.dispose()
 
 
 def _classify_mismatches(mismatched: list[tuple[int, str, bytes, bytes]], report: Report) -> None:
