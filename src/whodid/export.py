@@ -204,9 +204,13 @@ def _pg_escape(ch: str) -> str:
 _BATCH = 2000
 _SEQ = COLUMNS.index("seq")
 # SQLAlchemy stores DateTime on SQLite as naive UTC text in this form.
-_STORED_TIME = "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2]) + " " + ":".join(
-    ["[0-9]" * 2] * 3
-) + "." + "[0-9]" * 6
+_STORED_TIME = (
+    "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2])
+    + " "
+    + ":".join(["[0-9]" * 2] * 3)
+    + "."
+    + "[0-9]" * 6
+)
 
 
 def _csv_text(values: Sequence[Any]) -> str:
@@ -327,9 +331,11 @@ class _LineReader:
                 found.update(self.raw.execute(sql, part).fetchall())
             rows = [(found.get(key),) for key in keys]
         try:
-            return "".join(map(get_line, rows))
+            text = "".join(map(get_line, rows))
         except TypeError:  # a NULL line, or a key not found
             return None
+        # LIKE stops at a NUL character: the quoting of such a cell may be wrong.
+        return None if "\x00" in text else text
 
 
 def sqlite_csv(
