@@ -67,6 +67,18 @@ def test_untouched_log_verifies_clean(auditor):
     assert auditor.verify(KEY.public_key()).ok
 
 
+def test_numbers_that_jsonb_rewrites_still_verify(auditor):
+    """JSONB reads 1e16 back as an integer and -0.0 as 0.0; neither may look edited."""
+    odd = [1e16, -1.5e300, -0.0, 0.1 + 0.2, 5e-324, 2**70, 9007199254740993, 1.0]
+    put(auditor, metadata={"numbers": odd})
+    auditor.record("import.run", before={"amount": 1e20}, after={"amount": -0.0})
+    auditor.seal()
+    report = auditor.verify()
+    assert report.ok, report.problems
+    [entry] = auditor.list(action="customer.create", limit=200).entries[:1]
+    assert entry.metadata["numbers"][0] == 10**16
+
+
 def test_edited_entry(auditor, engine):
     auditor.seal()
     tamper(engine, "UPDATE whodid_entries SET actor_label = 'someone-else' WHERE seq = 3")

@@ -28,8 +28,7 @@ def to_json(value: Any, _depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        # NaN and infinities are not JSON; keep them readable and exact.
-        return value if math.isfinite(value) else repr(value)
+        return _float(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dt.datetime):
@@ -53,6 +52,20 @@ def to_json(value: Any, _depth: int = 0) -> Any:
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
         return [to_json(v, _depth + 1) for v in items]
     return _unserializable(value)
+
+
+def _float(value: float) -> float | int | str:
+    # NaN and infinities are not JSON; keep them readable and exact.
+    if not math.isfinite(value):
+        return repr(value)
+    # PostgreSQL's JSONB keeps numbers as decimals: 1e16 reads back as the
+    # integer 10000000000000000 and -0.0 as 0.0, which would no longer match
+    # the digest. Store them as what they read back as.
+    if value == 0:
+        return 0.0
+    if abs(value) >= 1e16 and value.is_integer():
+        return int(value)
+    return value
 
 
 def _unserializable(value: Any, why: str = "not JSON-serialisable") -> dict[str, str]:
