@@ -126,3 +126,24 @@ def test_purge_drops_the_search_text_of_purged_entries(pg_url):
     indexed, _ = _counts(auditor)
     assert indexed == 2  # the fresh entry and the purge record; the ancient one is gone
     assert auditor.count(q="ancient") == 0
+
+
+def test_create_all_adds_search_to_a_log_made_before_it(pg_url):
+    auditor, Sessions = _auditor(pg_url)
+    engine = auditor.engine
+    assert isinstance(engine, sa.Engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE whodid_search, whodid_search_queue")
+        conn.exec_driver_sql("DROP TRIGGER whodid_entries_search ON whodid_entries")
+    with audit_context(actor=Actor.user("usr_old")), Sessions() as s:
+        s.add(Customer(email="old@example.com"))
+        s.commit()
+    auditor.create_all()  # what the upgrade note says to run
+    with audit_context(actor=Actor.user("usr_new")), Sessions() as s:
+        s.add(Customer(email="new@example.com"))
+        s.commit()
+    assert len(_found(auditor, "usr_new")) == 1
+    assert len(_found(auditor, "usr_old")) == 1  # written before: queued by the upgrade
+    auditor.index_search()
+    assert _counts(auditor) == (2, 0)
+    assert len(_found(auditor, "usr_old")) == 1

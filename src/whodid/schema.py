@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     literal_column,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import DDL
@@ -275,5 +276,27 @@ for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH:
 
 
 def create_all(bind: Engine | Connection) -> None:
-    """Create the audit table, indexes and triggers where missing (idempotent)."""
+    """Create the audit table, indexes and triggers where missing (idempotent).
+
+    On PostgreSQL this also adds the search table to a log created before it
+    existed.
+    """
     metadata.create_all(bind)
+    if bind.dialect.name != "postgresql":
+        return
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            _ensure_search(conn)
+    else:
+        _ensure_search(bind)
+
+
+def _ensure_search(conn: Connection) -> None:
+    if not sa_inspect(conn).has_table(SEARCH):
+        for sql in _POSTGRES_SEARCH:
+            conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
+        # Queue what the log already holds, so q keeps finding all of it.
+        conn.exec_driver_sql(
+            f"INSERT INTO {SEARCH_QUEUE} (lo, hi) SELECT min(seq), max(seq) FROM {TABLE} "
+            "HAVING count(*) > 0"
+        )
