@@ -10,9 +10,9 @@ import datetime as dt
 
 import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
-
 from tests.models import Base, Customer
 from tests.test_query import put
+
 from whodid import Actor, Auditor, audit_context
 from whodid.search import index_pending
 from whodid.writer import COPY_THRESHOLD
@@ -41,7 +41,10 @@ def _found(auditor: Auditor, q: str) -> set[str | None]:
 
 def test_new_entries_are_found_before_and_after_indexing(pg_url):
     auditor, Sessions = _auditor(pg_url)
-    with audit_context(actor=Actor.user("usr_needle", label="Haystack@Example.com")), Sessions() as s:
+    with (
+        audit_context(actor=Actor.user("usr_needle", label="Haystack@Example.com")),
+        Sessions() as s,
+    ):
         s.add(Customer(email="haystack@example.com"))
         s.commit()
     assert _counts(auditor) == (0, 1)  # queued, not indexed: the write did no indexing
