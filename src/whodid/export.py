@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import IO, Any, Literal
@@ -192,14 +190,15 @@ def _pg_escape(ch: str) -> str:
 # The same bytes as :func:`lines`, but each row arrives as one finished CSV
 # line: SQLite formats the timestamp, the passkey, the formula guard and the
 # quoting, so Python only joins and writes. The order is the Python path's
-# ``ORDER BY occurred_at, seq``: only the row keys (seq) are sorted, and the
-# lines are read in batches of those keys, by a range of seq when the batch is
-# one (the usual case: entries are appended in time order) or by the keys
-# themselves otherwise. A second connection, when the database is a file,
-# reads every other batch in a helper thread (sqlite3 releases the GIL while
-# SQLite works). A batch is used only if it holds exactly the keys asked for,
-# each with a line; anything else (a timestamp or passkey not in the form
-# whodid stores them) goes through the Python path, row for row the same.
+# ``ORDER BY occurred_at, seq``, but only the row keys (seq) are sorted; the
+# lines are then read in batches of those keys, by a range of seq when the
+# batch is one (the usual case: entries are appended in time order) or by the
+# keys themselves otherwise. A batch is used only if it holds exactly the keys
+# asked for, each with a line; anything else (a timestamp or passkey not in
+# the form whodid stores them, a NUL character) goes through the Python path,
+# row for row the same. (A second connection reading every other batch in a
+# thread was tried: SQLite's global allocator mutex made it slower, not
+# faster, on 2 cores.)
 
 _BATCH = 2000
 _SEQ = COLUMNS.index("seq")
@@ -256,32 +255,45 @@ def _sqlite_line_sql() -> str:
         return f"""'"{prefix}' || replace({col}, '"', '""') || '"'"""
 
     apostrophe = "''"  # one ' inside an SQL string literal
-    parts = []
+    apostrophe_literal = f"'{apostrophe}'"
+    # printf() builds the line in one go (a chain of || copies it once per
+    # cell) and renders NULL as an empty cell, as csv does; but its %s stops
+    # at a NUL character, so a row holding one takes the Python path.
+    formats: list[str] = []
+    args: list[str] = []
+    may_hold_nul: list[str] = []
     for i, name in enumerate(COLUMNS):
         col = f'"{name}"'
         if i == _OCCURRED:
-            parts.append(
-                f"CASE WHEN {col} GLOB '{_STORED_TIME}' AND \"passkey\" IN (0, 1) THEN "
-                f"substr({col}, 1, 10) || 'T' || substr({col}, 12) || 'Z' END"
-            )
-        elif i == _PASSKEY:
-            parts.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+            # stored "YYYY-MM-DD HH:MM:SS.ffffff" -> "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+            formats.append("%.10sT%sZ")
+            args += [col, f"substr({col}, 12)"]
+            continue
+        formats.append("%s")
+        if i == _PASSKEY:
+            args.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
         elif name in JSON_COLUMNS:
             text = f"CAST({col} AS TEXT)"
-            parts.append(
-                f"CASE WHEN {col} IS NULL THEN '' WHEN {needs_quotes(text, chr(34))} "
-                f"THEN {quoted(text)} ELSE {text} END"
+            args.append(
+                f"CASE WHEN {needs_quotes(text, chr(34))} THEN {quoted(text)} ELSE {text} END"
             )
+            may_hold_nul.append(col)
         elif i in _TEXT:
             guarded = f"({col} < '{below}' AND unicode({col}) IN ({', '.join(map(str, codes))}))"
-            parts.append(
+            args.append(
                 f"CASE WHEN {guarded} THEN CASE WHEN {needs_quotes(col)} "
-                f"THEN {quoted(col, apostrophe)} ELSE '''' || {col} END "
-                f"WHEN {needs_quotes(col)} THEN {quoted(col)} ELSE coalesce({col}, '') END"
+                f"THEN {quoted(col, apostrophe)} ELSE {apostrophe_literal} || {col} END "
+                f"WHEN {needs_quotes(col)} THEN {quoted(col)} ELSE {col} END"
             )
+            may_hold_nul.append(col)
         else:
-            parts.append(col)
-    return " || ',' || ".join(parts) + " || char(10)"
+            args.append(col)
+    nul = " OR ".join(f"instr({col}, char(0))" for col in may_hold_nul)
+    line = f"printf('{','.join(formats)}\n', {', '.join(args)})"
+    return (
+        f"CASE WHEN {nul} THEN NULL WHEN \"occurred_at\" GLOB '{_STORED_TIME}' "
+        f'AND "passkey" IN (0, 1) THEN {line} END'
+    )
 
 
 def _bound(compiled: Any, dialect: Any) -> list[Any]:
@@ -343,8 +355,6 @@ def sqlite_csv(
     where: Sequence[Any],
     fileobj: IO[str] | IO[bytes],
     progress: Callable[[int], None] | None = None,
-    *,
-    helper: bool = True,
 ) -> int | None:
     """The CSV export on SQLite (pysqlite), lines built in SQL; the same bytes as
     :func:`write`. Returns the number of entries, or None if this Python's csv
@@ -380,99 +390,19 @@ def sqlite_csv(
         return "".join(text)
 
     began = not raw.in_transaction
-    if began:  # one snapshot for the keys and every batch read on this connection
+    if began:  # one snapshot for the keys and every batch
         raw.execute("BEGIN")
-    pool: _Helper | None = None
     try:
         reader = _LineReader(raw, line, where_sql, where_params)
-        if helper:
-            pool = _Helper.start(conn, raw, line, where_sql, where_params)
         emit(_csv_text(COLUMNS))
         keys_cursor = raw.execute(str(keys_sql), _bound(keys_sql, dialect))
         count = 0
-
-        def next_keys() -> list[int]:
-            return [key for (key,) in keys_cursor.fetchmany(_BATCH)]
-
-        while True:
-            ahead = next_keys()
-            if not ahead:
-                break
-            if pool is not None:
-                pool.submit(ahead)
-            mine = next_keys()
-            mine_text = (reader.read(mine) or python_path(mine)) if mine else ""
-            ahead_text = (pool.result() if pool is not None else reader.read(ahead)) or (
-                python_path(ahead)
-            )
-            for keys, text in ((ahead, ahead_text), (mine, mine_text)):
-                if keys:
-                    emit(text)
-                    count += len(keys)
-                    if progress is not None:
-                        progress(len(keys))
-            if not mine:
-                break
+        while keys := [key for (key,) in keys_cursor.fetchmany(_BATCH)]:
+            emit(reader.read(keys) or python_path(keys))
+            count += len(keys)
+            if progress is not None:
+                progress(len(keys))
         return count
     finally:
-        if pool is not None:
-            pool.stop()
         if began and raw.in_transaction:
             raw.execute("ROLLBACK")
-
-
-class _Helper:
-    """A thread with its own connection to the same database file, reading batches."""
-
-    def __init__(self, connection: Any, reader: _LineReader) -> None:
-        self.connection = connection
-        self.reader = reader
-        self.jobs: queue.Queue[list[int] | None] = queue.Queue()
-        self.results: queue.Queue[str | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="whodid-export", daemon=True)
-
-    @classmethod
-    def start(
-        cls, conn: Any, raw: Any, line: str, where_sql: str, where_params: list[Any]
-    ) -> _Helper | None:
-        """A helper, or None if no second connection to the same file can be had."""
-        path = _database_file(raw)
-        if not path:
-            return None  # in memory: another connection is another database
-        try:
-            connection = conn.engine.raw_connection()
-        except Exception:
-            return None
-        other = connection.dbapi_connection
-        if other is raw or _database_file(other) != path:
-            connection.close()
-            return None
-        helper = cls(connection, _LineReader(other, line, where_sql, where_params))
-        helper.thread.start()
-        return helper
-
-    def _run(self) -> None:
-        while (keys := self.jobs.get()) is not None:
-            try:
-                text = self.reader.read(keys)
-            except Exception:
-                text = None  # the main connection reads this batch itself
-            self.results.put(text)
-
-    def submit(self, keys: list[int]) -> None:
-        self.jobs.put(keys)
-
-    def result(self) -> str | None:
-        return self.results.get()
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
-        self.connection.close()
-
-
-def _database_file(raw: Any) -> str:
-    for _, name, path in raw.execute("PRAGMA database_list").fetchall():
-        if name == "main":
-            return str(path or "")
-    return ""
