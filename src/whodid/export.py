@@ -246,53 +246,69 @@ def _sqlite_line_sql() -> str:
     codes = sorted(ord(ch) for ch in _FORMULA_START)
     below = chr(codes[-1] + 1)  # every guarded first character sorts below this one
     assert below.isalnum()
+    quote_chars = sorted(_QUOTED, key=lambda ch: (ch != '"', ch != ",", ch))
 
-    def needs_quotes(col: str, first: str = ",") -> str:
-        chars = sorted(_QUOTED, key=lambda ch: ch != first)
-        return "(" + " OR ".join(f"{col} LIKE '%{ch}%'" for ch in chars) + ")"
+    def needs_quotes(col: str) -> str:
+        return "(" + " OR ".join(f"{col} LIKE '%{ch}%'" for ch in quote_chars) + ")"
 
     def quoted(col: str, prefix: str = "") -> str:
         return f"""'"{prefix}' || replace({col}, '"', '""') || '"'"""
 
     apostrophe = "''"  # one ' inside an SQL string literal
     apostrophe_literal = f"'{apostrophe}'"
+
+    def text_cell(col: str, quoting: bool) -> str:
+        guarded = f"({col} < '{below}' AND unicode({col}) IN ({', '.join(map(str, codes))}))"
+        if not quoting:
+            return f"CASE WHEN {guarded} THEN {apostrophe_literal} || {col} ELSE {col} END"
+        return (
+            f"CASE WHEN {guarded} THEN CASE WHEN {needs_quotes(col)} "
+            f"THEN {quoted(col, apostrophe)} ELSE {apostrophe_literal} || {col} END "
+            f"WHEN {needs_quotes(col)} THEN {quoted(col)} ELSE {col} END"
+        )
+
     # printf() builds the line in one go (a chain of || copies it once per
     # cell) and renders NULL as an empty cell, as csv does; but its %s stops
     # at a NUL character, so a row holding one takes the Python path.
-    formats: list[str] = []
-    args: list[str] = []
-    may_hold_nul: list[str] = []
-    for i, name in enumerate(COLUMNS):
-        col = f'"{name}"'
-        if i == _OCCURRED:
-            # stored "YYYY-MM-DD HH:MM:SS.ffffff" -> "YYYY-MM-DDTHH:MM:SS.ffffffZ"
-            formats.append("%.10sT%sZ")
-            args += [col, f"substr({col}, 12)"]
-            continue
-        formats.append("%s")
-        if i == _PASSKEY:
-            args.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
-        elif name in JSON_COLUMNS:
-            text = f"CAST({col} AS TEXT)"
-            args.append(
-                f"CASE WHEN {needs_quotes(text, chr(34))} THEN {quoted(text)} ELSE {text} END"
-            )
-            may_hold_nul.append(col)
-        elif i in _TEXT:
-            guarded = f"({col} < '{below}' AND unicode({col}) IN ({', '.join(map(str, codes))}))"
-            args.append(
-                f"CASE WHEN {guarded} THEN CASE WHEN {needs_quotes(col)} "
-                f"THEN {quoted(col, apostrophe)} ELSE {apostrophe_literal} || {col} END "
-                f"WHEN {needs_quotes(col)} THEN {quoted(col)} ELSE {col} END"
-            )
-            may_hold_nul.append(col)
-        else:
-            args.append(col)
+    def line(grouped: frozenset[str]) -> str:
+        formats: list[str] = []
+        args: list[str] = []
+        for i, name in enumerate(COLUMNS):
+            col = f'"{name}"'
+            if i == _OCCURRED:
+                # stored "YYYY-MM-DD HH:MM:SS.ffffff" -> "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+                formats.append("%.10sT%sZ")
+                args += [col, f"substr({col}, 12)"]
+                continue
+            formats.append("%s")
+            if i == _PASSKEY:
+                args.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+            elif name in JSON_COLUMNS:
+                text = f"CAST({col} AS TEXT)"
+                args.append(f"CASE WHEN {needs_quotes(text)} THEN {quoted(text)} ELSE {text} END")
+            elif i in _TEXT:
+                args.append(text_cell(col, name not in grouped))
+            else:
+                args.append(col)
+        return f"printf('{','.join(formats)}\n', {', '.join(args)})"
+
+    texts = [name for i, name in enumerate(COLUMNS) if i in _TEXT]
+    # The cells that rarely need quotes are checked together: one string of all
+    # of them, its quote characters turned into commas, one LIKE. (User agents
+    # usually hold a comma, so they are checked on their own.)
+    grouped = frozenset(name for name in texts if name != "user_agent")
+    grouped_cols = ", ".join(f'"{name}"' for name in texts if name in grouped)
+    together = f"printf('{'%s' * len(grouped)}', {grouped_cols})"
+    for ch in quote_chars:
+        if ch != ",":
+            together = f"replace({together}, '{ch}', ',')"
+    may_hold_nul = [f'"{name}"' for name in COLUMNS if name in JSON_COLUMNS or name in texts]
     nul = " OR ".join(f"instr({col}, char(0))" for col in may_hold_nul)
-    line = f"printf('{','.join(formats)}\n', {', '.join(args)})"
     return (
-        f"CASE WHEN {nul} THEN NULL WHEN \"occurred_at\" GLOB '{_STORED_TIME}' "
-        f'AND "passkey" IN (0, 1) THEN {line} END'
+        f"CASE WHEN {nul} THEN NULL "
+        f'WHEN NOT ("occurred_at" GLOB \'{_STORED_TIME}\' AND "passkey" IN (0, 1)) THEN NULL '
+        f"WHEN {together} LIKE '%,%' THEN {line(frozenset())} "
+        f"ELSE {line(grouped)} END"
     )
 
 
