@@ -315,3 +315,22 @@ def test_progress_counts_every_entry(auditor: Auditor) -> None:
     seen: list[int] = []
     count = auditor.export(io.BytesIO(), "csv", progress=seen.append)
     assert sum(seen) == count == export._BATCH + 5
+
+
+def test_utf16_database_takes_the_python_path(tmp_path: Any) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/utf16.db")
+
+    @sa.event.listens_for(engine, "connect")
+    def _utf16(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA encoding = 'UTF-16le'")
+
+    auditor = Auditor(engine)
+    auditor.create_all()
+    rnd = random.Random(6)
+    _insert(auditor, [_row(i, rnd) for i in range(200)])
+    with engine.connect() as conn:
+        where = query.export_where(conn, query.Filters.build())
+        assert export.sqlite_csv(conn, where, io.BytesIO()) is None
+    out = io.BytesIO()
+    assert auditor.export(out, "csv") == 200
+    assert out.getvalue() == _python_csv(auditor)

@@ -332,6 +332,7 @@ class _LineReader:
 
     def __init__(self, raw: Any, line: str, where_sql: str, where_params: list[Any]) -> None:
         self.raw = raw
+        line = f"CAST({line} AS BLOB)"  # bytes: no decoding here, no encoding to write
         self.range_sql = (
             f"SELECT {line}, seq FROM {entries.name} NOT INDEXED "
             f"WHERE seq >= ? AND seq <= ? AND ({where_sql}) ORDER BY seq"
@@ -339,8 +340,8 @@ class _LineReader:
         self.line = line
         self.where_params = where_params
 
-    def read(self, keys: list[int]) -> str | None:
-        """The batch's lines, or None if some row needs the Python path."""
+    def read(self, keys: list[int]) -> bytes | None:
+        """The batch's lines (UTF-8), or None if some row needs the Python path."""
         get_line, get_seq = itemgetter(0), itemgetter(1)
         if keys == sorted(keys) and keys[-1] - keys[0] < 4 * len(keys):
             rows = self.raw.execute(
@@ -359,11 +360,12 @@ class _LineReader:
                 found.update(self.raw.execute(sql, part).fetchall())
             rows = [(found.get(key),) for key in keys]
         try:
-            text = "".join(map(get_line, rows))
+            data = b"".join(map(get_line, rows))
         except TypeError:  # a NULL line, or a key not found
             return None
-        # LIKE stops at a NUL character: the quoting of such a cell may be wrong.
-        return None if "\x00" in text else text
+        # (Rows with a NUL are sent to the Python path by the SQL already: printf
+        # and LIKE stop at one.)
+        return None if b"\x00" in data else data
 
 
 def sqlite_csv(
@@ -374,8 +376,8 @@ def sqlite_csv(
 ) -> int | None:
     """The CSV export on SQLite (pysqlite), lines built in SQL; the same bytes as
     :func:`write`. Returns the number of entries, or None if this Python's csv
-    module quotes differently from what the SQL implements (then nothing is
-    written and the caller takes the Python path)."""
+    module quotes differently from what the SQL implements or the database is
+    not UTF-8 (then nothing is written and the caller takes the Python path)."""
     if _QUOTED is None:
         return None
     dialect = conn.dialect
@@ -390,12 +392,14 @@ def sqlite_csv(
         where_sql, where_params = "1", []
     line = _sqlite_line_sql()
     raw = conn.connection.dbapi_connection
+    if raw.execute("PRAGMA encoding").fetchone()[0] != "UTF-8":
+        return None  # the lines are read as the database's bytes
     binary = not isinstance(fileobj, io.TextIOBase)
 
-    def emit(text: str) -> None:
-        fileobj.write(text.encode("utf-8") if binary else text)  # type: ignore[arg-type]
+    def emit(data: bytes) -> None:
+        fileobj.write(data if binary else data.decode("utf-8"))  # type: ignore[arg-type]
 
-    def python_path(keys: list[int]) -> str:
+    def python_path(keys: list[int]) -> bytes:
         columns = [sa.cast(c[n], sa.Text) if n in JSON_COLUMNS else c[n] for n in COLUMNS]
         found = {
             row[_SEQ]: tuple(row)
@@ -403,14 +407,14 @@ def sqlite_csv(
         }
         text = lines([found[key] for key in keys], "csv")
         next(text)  # the header
-        return "".join(text)
+        return "".join(text).encode("utf-8")
 
     began = not raw.in_transaction
     if began:  # one snapshot for the keys and every batch
         raw.execute("BEGIN")
     try:
         reader = _LineReader(raw, line, where_sql, where_params)
-        emit(_csv_text(COLUMNS))
+        emit(_csv_text(COLUMNS).encode("utf-8"))
         keys_cursor = raw.execute(str(keys_sql), _bound(keys_sql, dialect))
         count = 0
         while keys := [key for (key,) in keys_cursor.fetchmany(_BATCH)]:
