@@ -150,3 +150,39 @@ def test_create_all_adds_search_to_a_log_made_before_it(pg_url):
     auditor.index_search()
     assert _counts(auditor) == (2, 0)
     assert len(_found(auditor, "usr_old")) == 1
+
+
+def test_queued_entries_are_read_by_primary_key_not_by_scanning_the_log(pg_url):
+    """On a big log the planner must not filter every entry by text to find queued ones."""
+    from whodid.context import RequestContext
+    from whodid.query import Filters
+    from whodid.schema import entries
+    from whodid.writer import Change
+
+    auditor, _ = _auditor(pg_url)
+    engine = auditor.engine
+    assert isinstance(engine, sa.Engine)
+    writer = auditor.writer
+    ctx = RequestContext(actor=Actor.user("usr_bulk"), tenant_id="org_1")
+    changes = [Change("payment", "create", "payment", f"pay_{i}") for i in range(30_000)]
+    with engine.begin() as conn:
+        writer.write(conn, writer.rows(changes, ctx))
+    auditor.index_search()
+    with engine.begin() as conn:
+        writer.write(conn, writer.rows([Change("payment", "create", "payment", "pay_new")], ctx))
+        conn.exec_driver_sql("ANALYZE whodid_entries")
+        conn.exec_driver_sql("ANALYZE whodid_search")
+    conditions = Filters.build(tenant_id="org_1", q="pay_new").conditions()
+    stmt = (
+        sa.select(entries.c.seq)
+        .where(*conditions)
+        .order_by(entries.c.occurred_at.desc(), entries.c.seq.desc())
+        .limit(51)
+    )
+    with engine.connect() as conn:
+        sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
+    assert "Seq Scan on whodid_entries" not in plan, plan
+    assert [e.entity_id for e in auditor.list(tenant_id="org_1", q="pay_new").entries] == [
+        "pay_new"
+    ]

@@ -51,13 +51,25 @@ def _matches_scan(element: Matches, compiler: Any, **kw: Any) -> str:
 def _matches_indexed(element: Matches, compiler: Any, **kw: Any) -> str:
     queued = entries.alias("whodid_queued")
     s, qu = search_table.c, search_queue.c
+    # Each queued range read through the primary key: LATERAL, fenced with
+    # OFFSET 0 so the planner cannot flatten it into a join, which it would
+    # run by filtering the whole log by text first (seconds on a big log).
+    hits = (
+        sa.select(queued.c.seq)
+        .where(queued.c.seq.between(qu.lo, qu.hi))
+        .where(_like(search_text(queued), element.pattern))
+        .offset(0)
+        .lateral("whodid_hits")
+    )
     seqs = sa.union_all(
         sa.select(s.seq).where(_like(s.text, element.pattern)),
-        sa.select(queued.c.seq)
-        .select_from(queued.join(search_queue, queued.c.seq.between(qu.lo, qu.hi)))
-        .where(_like(search_text(queued), element.pattern)),
+        sa.select(hits.c.seq).select_from(search_queue).join(hits, sa.true()),
     )
-    return str(compiler.process(entries.c.seq.in_(seqs), **kw))
+    # = ANY(ARRAY(...)): the matching seqs are collected once, then fetched by
+    # primary key. As IN (...) the planner may walk the whole tenant in time
+    # order instead, testing each entry against the set.
+    column = compiler.process(entries.c.seq, **kw)
+    return f"{column} = ANY(ARRAY{compiler.process(seqs.scalar_subquery(), **kw)})"
 
 
 def index_pending(conn: Connection, limit: int = BATCH) -> int:
