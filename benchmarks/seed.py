@@ -122,6 +122,7 @@ def _seed_postgresql(engine: sa.Engine, n: int) -> None:
         raw.driver_connection.autocommit = True  # VACUUM refuses a transaction
         cur.execute("VACUUM ANALYZE whodid_entries")
         cur.execute("VACUUM ANALYZE whodid_search")
+        cur.execute("VACUUM ANALYZE whodid_search_queue")
     finally:
         raw.close()
 

@@ -243,6 +243,7 @@ _POSTGRES_SEARCH = [
     END $$""",
     f"CREATE TABLE IF NOT EXISTS {SEARCH} (seq BIGINT PRIMARY KEY, text TEXT NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {SEARCH_QUEUE} (lo BIGINT NOT NULL, hi BIGINT NOT NULL)",
+    f"ANALYZE {SEARCH_QUEUE}",  # known empty, not guessed at thousands of rows (search.py)
     f"""CREATE OR REPLACE FUNCTION whodid_queue_search() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
