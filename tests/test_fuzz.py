@@ -67,13 +67,24 @@ FUZZ = settings(
 
 
 ACTIONS = ["customer.create", "customer.update", "payment.refund", "api_key.create", "x.y"]
-ACTORS = [Actor.user("usr_1", "ada@example.com"), Actor.user("usr_2", "eve@example.com"),
-          Actor.api_key("key_9", "sk_live_ab"), Actor.system("nightly"), Actor("anonymous")]
+ACTORS = [
+    Actor.user("usr_1", "ada@example.com"),
+    Actor.user("usr_2", "eve@example.com"),
+    Actor.api_key("key_9", "sk_live_ab"),
+    Actor.system("nightly"),
+    Actor("anonymous"),
+]
 TENANTS = ["org_a", "org_b", None]
 # A few timestamps shared by many entries (and tenants): ties are broken by seq.
-TIMES = [BASE, BASE, BASE - dt.timedelta(microseconds=1), BASE - dt.timedelta(hours=5),
-         BASE - dt.timedelta(days=3), BASE - dt.timedelta(days=200),
-         BASE - dt.timedelta(days=400)]  # the last is outside the default 366-day window
+TIMES = [
+    BASE,
+    BASE,
+    BASE - dt.timedelta(microseconds=1),
+    BASE - dt.timedelta(hours=5),
+    BASE - dt.timedelta(days=3),
+    BASE - dt.timedelta(days=200),
+    BASE - dt.timedelta(days=400),
+]  # the last is outside the default 366-day window
 
 
 def _row(
@@ -90,10 +101,22 @@ def _row(
     user_agent: str | None = "Mozilla/5.0 Firefox/120.0",
 ) -> dict[str, Any]:
     feature, _, operation = action.partition(".")
-    ctx = RequestContext(actor=actor, tenant_id=tenant, passkey=False, ip=ip,
-                         user_agent=user_agent, request_id=request_id)
-    change = Change(feature=feature, operation=operation, action=action, entity_type=entity[0],
-                    entity_id=entity[1], metadata=metadata or {})
+    ctx = RequestContext(
+        actor=actor,
+        tenant_id=tenant,
+        passkey=False,
+        ip=ip,
+        user_agent=user_agent,
+        request_id=request_id,
+    )
+    change = Change(
+        feature=feature,
+        operation=operation,
+        action=action,
+        entity_type=entity[0],
+        entity_id=entity[1],
+        metadata=metadata or {},
+    )
     return auditor.writer.rows([change], ctx, occurred_at=when)[0]
 
 
@@ -105,11 +128,19 @@ def _write(auditor: Auditor, rows: list[dict[str, Any]]) -> None:
 def _seed(auditor: Auditor) -> None:
     rows = []
     for i in range(45):
-        rows.append(_row(auditor, tenant=TENANTS[i % 3], when=TIMES[i % 7],
-                         action=ACTIONS[i % 5], actor=ACTORS[(i // 2) % 5],
-                         entity=("customer" if i % 2 else "payment", f"ent_{i % 4}"),
-                         request_id=f"req_{i % 3}", ip=f"198.51.100.{i % 5}",
-                         metadata={"note": f"n{i % 6} Über %_\\", "chain_id": f"c{i % 2}"}))
+        rows.append(
+            _row(
+                auditor,
+                tenant=TENANTS[i % 3],
+                when=TIMES[i % 7],
+                action=ACTIONS[i % 5],
+                actor=ACTORS[(i // 2) % 5],
+                entity=("customer" if i % 2 else "payment", f"ent_{i % 4}"),
+                request_id=f"req_{i % 3}",
+                ip=f"198.51.100.{i % 5}",
+                metadata={"note": f"n{i % 6} Über %_\\", "chain_id": f"c{i % 2}"},
+            )
+        )
     _write(auditor, rows)
 
 
@@ -141,27 +172,65 @@ def _forge(payload: Any) -> str:
 
 # -- strategies ----------------------------------------------------------------------------
 
-KNOWN_TEXT = ["customer.update", "customer", "update", "create", "payment", "usr_1", "key_9",
-              "nightly", "ent_1", "req_1", "198.51.100.1", "203.0.113.9", "org_a", "org_b",
-              "ada", "SK_LIVE", "über", "ÜBER", "%_", "\\", "firefox", *ACTOR_TYPES]
+KNOWN_TEXT = [
+    "customer.update",
+    "customer",
+    "update",
+    "create",
+    "payment",
+    "usr_1",
+    "key_9",
+    "nightly",
+    "ent_1",
+    "req_1",
+    "198.51.100.1",
+    "203.0.113.9",
+    "org_a",
+    "org_b",
+    "ada",
+    "SK_LIVE",
+    "über",
+    "ÜBER",
+    "%_",
+    "\\",
+    "firefox",
+    *ACTOR_TYPES,
+]
 tz_offsets = st.integers(-1439, 1439).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))
 timezones = st.one_of(st.none(), st.just(dt.UTC), tz_offsets)
 any_datetimes = st.one_of(
     st.datetimes(timezones=timezones),  # year 1 to 9999, with offsets that overflow UTC
-    st.datetimes(min_value=(NOW - dt.timedelta(days=420)).replace(tzinfo=None),
-                 max_value=(NOW + dt.timedelta(days=2)).replace(tzinfo=None),
-                 timezones=timezones),
+    st.datetimes(
+        min_value=(NOW - dt.timedelta(days=420)).replace(tzinfo=None),
+        max_value=(NOW + dt.timedelta(days=2)).replace(tzinfo=None),
+        timezones=timezones,
+    ),
 )
 
 
 def _iso_variants(d: dt.datetime) -> st.SearchStrategy[str]:
     iso = d.isoformat()
-    return st.sampled_from([iso, iso.replace("+00:00", "Z"), iso.replace("T", " "),
-                            d.date().isoformat(), f"  {iso} ", iso[:16], iso.lower()])
+    return st.sampled_from(
+        [
+            iso,
+            iso.replace("+00:00", "Z"),
+            iso.replace("T", " "),
+            d.date().isoformat(),
+            f"  {iso} ",
+            iso[:16],
+            iso.lower(),
+        ]
+    )
 
 
-EDGE_DATES = ["0001-01-01", "0001-01-01T00:00:00+01:00", "0002-01-01T00:00:00Z",
-              "9999-12-31", "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999+00:00"]
+EDGE_DATES = [
+    "0001-01-01",
+    "0001-01-01T00:00:00+01:00",
+    "0002-01-01T00:00:00Z",
+    "9999-12-31",
+    "9999-12-31T23:59:59-01:00",
+    "9999-12-31T23:59:59.999999+00:00",
+]
 date_values = st.one_of(
     st.none(),
     any_datetimes,
@@ -169,8 +238,20 @@ date_values = st.one_of(
     st.dates(),
     any_datetimes.flatmap(_iso_variants),
     st.text(max_size=30),
-    st.sampled_from(["yesterday", "2026-13-01", "", " ", "2026-03-01T25:00", "Z", "2026-W09",
-                     "2026-03-01T00:00:00+24:00", "20260301T000000Z", "now"]),
+    st.sampled_from(
+        [
+            "yesterday",
+            "2026-13-01",
+            "",
+            " ",
+            "2026-03-01T25:00",
+            "Z",
+            "2026-W09",
+            "2026-03-01T00:00:00+24:00",
+            "20260301T000000Z",
+            "now",
+        ]
+    ),
     st.integers() | st.floats() | st.booleans() | st.binary(max_size=4),
 )
 text_values = st.one_of(
@@ -194,13 +275,16 @@ action_values = st.one_of(
     st.text(max_size=30).map(lambda s: s.split(",")),
     st.binary(max_size=3),
 )
-recent = st.datetimes(min_value=(NOW - dt.timedelta(days=360)).replace(tzinfo=None),
-                      max_value=(NOW + dt.timedelta(days=1)).replace(tzinfo=None),
-                      timezones=timezones)
+recent = st.datetimes(
+    min_value=(NOW - dt.timedelta(days=360)).replace(tzinfo=None),
+    max_value=(NOW + dt.timedelta(days=1)).replace(tzinfo=None),
+    timezones=timezones,
+)
 # Values that exist in the seeded log (so pages come back with entries) ...
 PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
-    "action": st.one_of(st.sampled_from(ACTIONS),
-                        st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3)),
+    "action": st.one_of(
+        st.sampled_from(ACTIONS), st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3)
+    ),
     "feature": st.sampled_from(["customer", "payment", "api_key", "x", "nope"]),
     "operation": st.sampled_from(["create", "update", "refund", "y"]),
     "actor_type": st.sampled_from(ACTOR_TYPES),
@@ -240,8 +324,12 @@ unknown_filters = st.one_of(
     st.just({}),
     st.just({}),
     st.just({}),
-    st.dictionaries(st.sampled_from(["colour", "start_date", "Action", "tenant", "limit_"]),
-                    text_values, min_size=1, max_size=2),
+    st.dictionaries(
+        st.sampled_from(["colour", "start_date", "Action", "tenant", "limit_"]),
+        text_values,
+        min_size=1,
+        max_size=2,
+    ),
 )
 limits = st.one_of(
     st.integers(1, MAX_LIMIT),
@@ -251,25 +339,45 @@ limits = st.one_of(
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
-                                                                  max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
 
 def _cursors(fingerprint: str, real: list[str]) -> st.SearchStrategy[Any]:
-    whens = st.one_of(any_datetimes.flatmap(_iso_variants), st.sampled_from(EDGE_DATES),
-                      st.text(max_size=30), json_values)
-    seqs = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(), json_values,
-                     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**40]))
+    whens = st.one_of(
+        any_datetimes.flatmap(_iso_variants),
+        st.sampled_from(EDGE_DATES),
+        st.text(max_size=30),
+        json_values,
+    )
+    seqs = st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(),
+        json_values,
+        st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**40]),
+    )
     fingerprints = st.one_of(st.just(fingerprint), st.text(max_size=16), json_values)
     forged = st.one_of(
         st.tuples(whens, seqs, fingerprints).map(list),
         json_values,
     ).map(_forge)
     mutated = st.sampled_from(real or ["eyJ9"]).flatmap(
-        lambda c: st.sampled_from([c[:-1], c[1:], c + "A", c + "=", c.upper(), c[:-3] + "AAA",
-                                   c.replace("-", "+"), c + "\x00", " " + c])
+        lambda c: st.sampled_from(
+            [
+                c[:-1],
+                c[1:],
+                c + "A",
+                c + "=",
+                c.upper(),
+                c[:-3] + "AAA",
+                c.replace("-", "+"),
+                c + "\x00",
+                " " + c,
+            ]
+        )
     )
     return st.one_of(
         st.none(),
@@ -298,8 +406,16 @@ def _check_page(page: Page, tenant: str | None, spec: Filters, limit: int) -> No
         assert e.tenant_id == tenant, f"entry {e.id} of tenant {e.tenant_id!r} shown to {tenant!r}"
         if spec.action:
             assert e.action in spec.action
-        for name in ("feature", "operation", "actor_type", "actor_id", "entity_type",
-                     "entity_id", "request_id", "ip"):
+        for name in (
+            "feature",
+            "operation",
+            "actor_type",
+            "actor_id",
+            "entity_type",
+            "entity_id",
+            "request_id",
+            "ip",
+        ):
             if getattr(spec, name) is not None:
                 assert getattr(e, name) == getattr(spec, name), name
         if spec.user_id is not None:
@@ -362,11 +478,22 @@ def test_paging_visits_every_entry_once_newest_first(fuzz_auditor, data):
     auditor = fuzz_auditor
     n = next(_pages)
     mine, other = f"pg_{n}", f"pg_{n}_other"
-    offsets = [dt.timedelta(0), dt.timedelta(microseconds=1), dt.timedelta(seconds=1),
-               dt.timedelta(days=1), dt.timedelta(days=365)]
+    offsets = [
+        dt.timedelta(0),
+        dt.timedelta(microseconds=1),
+        dt.timedelta(seconds=1),
+        dt.timedelta(days=1),
+        dt.timedelta(days=365),
+    ]
     specs = data.draw(
-        st.lists(st.tuples(st.sampled_from([mine, mine, other, None]), st.sampled_from(offsets),
-                           st.sampled_from(["a.x", "b.y"])), max_size=30),
+        st.lists(
+            st.tuples(
+                st.sampled_from([mine, mine, other, None]),
+                st.sampled_from(offsets),
+                st.sampled_from(["a.x", "b.y"]),
+            ),
+            max_size=30,
+        ),
         label="entries",
     )
     rows = [_row(auditor, tenant=t, when=BASE - off, action=a) for t, off, a in specs]
@@ -377,11 +504,17 @@ def test_paging_visits_every_entry_once_newest_first(fuzz_auditor, data):
 
     c = entries.c
     with auditor.engine.connect() as conn:  # type: ignore[union-attr]
-        result = conn.execute(sa.select(c.id, c.seq, c.occurred_at, c.action)
-                              .where(c.tenant_id == mine)).all()
-    expected = [r.id for r in sorted(
-        (r for r in result if r.action in wanted),
-        key=lambda r: (r.occurred_at.replace(tzinfo=None), r.seq), reverse=True)]
+        result = conn.execute(
+            sa.select(c.id, c.seq, c.occurred_at, c.action).where(c.tenant_id == mine)
+        ).all()
+    expected = [
+        r.id
+        for r in sorted(
+            (r for r in result if r.action in wanted),
+            key=lambda r: (r.occurred_at.replace(tzinfo=None), r.seq),
+            reverse=True,
+        )
+    ]
 
     seen: list[str] = []
     cursor = None
@@ -395,8 +528,13 @@ def test_paging_visits_every_entry_once_newest_first(fuzz_auditor, data):
         seen += [e.id for e in page.entries]
         if page_number == 0 and data.draw(st.booleans(), label="late arrivals"):
             # newer than every seeded entry, so behind the cursor: never shown
-            _write(auditor, [_row(auditor, tenant=mine, when=NOW, action="a.x"),
-                             _row(auditor, tenant=mine, when=NOW, action="b.y")])
+            _write(
+                auditor,
+                [
+                    _row(auditor, tenant=mine, when=NOW, action="a.x"),
+                    _row(auditor, tenant=mine, when=NOW, action="b.y"),
+                ],
+            )
         cursor = page.next_cursor
         if cursor is None:
             break
@@ -423,17 +561,50 @@ VIEWERS = {
     "member_a": {"X-Viewer": "org_a:member"},
     "anonymous": {},
 }
-LIST_PARAMS = ["action", "feature", "operation", "actor_type", "actor_id", "user_id",
-               "api_key_id", "entity_type", "entity_id", "request_id", "ip", "q", "start_date",
-               "end_date", "limit", "cursor"]
-JUNK = ["%", "%zz", "%ff%fe", "%00", "%E2%82", "&", "=", "==", "+", "%2B", ";", "%%", "%u0041",
-        "%C0%80", "%ED%A0%80", "#", "?", "%0A", "%0D%0A"]
+LIST_PARAMS = [
+    "action",
+    "feature",
+    "operation",
+    "actor_type",
+    "actor_id",
+    "user_id",
+    "api_key_id",
+    "entity_type",
+    "entity_id",
+    "request_id",
+    "ip",
+    "q",
+    "start_date",
+    "end_date",
+    "limit",
+    "cursor",
+]
+JUNK = [
+    "%",
+    "%zz",
+    "%ff%fe",
+    "%00",
+    "%E2%82",
+    "&",
+    "=",
+    "==",
+    "+",
+    "%2B",
+    ";",
+    "%%",
+    "%u0041",
+    "%C0%80",
+    "%ED%A0%80",
+    "#",
+    "?",
+    "%0A",
+    "%0D%0A",
+]
 
 
 @pytest.fixture
 def client(fuzz_auditor: Auditor) -> TestClient:
-    return TestClient(audit_app(fuzz_auditor, authorize=authorize),
-                      raise_server_exceptions=False)
+    return TestClient(audit_app(fuzz_auditor, authorize=authorize), raise_server_exceptions=False)
 
 
 def _encode(value: str) -> str:
@@ -449,9 +620,13 @@ http_values = st.one_of(
     any_datetimes.flatmap(_iso_variants),
     st.sampled_from(EDGE_DATES),
     st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
-    st.tuples(any_datetimes.map(lambda d: d.isoformat()) | st.sampled_from(EDGE_DATES),
-              st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**63, 10**40]),
-              st.text(max_size=16)).map(list).map(_forge),
+    st.tuples(
+        any_datetimes.map(lambda d: d.isoformat()) | st.sampled_from(EDGE_DATES),
+        st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**63, 10**40]),
+        st.text(max_size=16),
+    )
+    .map(list)
+    .map(_forge),
     st.tuples(st.integers() | st.none(), st.integers(), st.text(max_size=3)).map(list).map(_forge),
 )
 # Well-formed parameters with values found in the seeded log ...
@@ -474,6 +649,8 @@ wild_parts = st.one_of(
     http_names.map(_encode),  # a name without "="
     st.sampled_from(JUNK),
 )
+
+
 def _check_error(r: Any) -> None:
     assert r.headers["content-type"].startswith("application/json"), r.text[:200]
     body = r.json()
@@ -511,22 +688,35 @@ def _check_response(r: Any, viewer: str, kind: str) -> None:
 @FUZZ
 @given(data=st.data())
 def test_http_any_query_string(client, data):
-    path = data.draw(st.sampled_from(["/audit-logs", "/audit-logs", "/audit-logs/export.csv",
-                                      "/audit-logs/export.ndjson"]), label="path")
+    path = data.draw(
+        st.sampled_from(
+            ["/audit-logs", "/audit-logs", "/audit-logs/export.csv", "/audit-logs/export.ndjson"]
+        ),
+        label="path",
+    )
     wild = data.draw(st.booleans(), label="wild")
-    names = [n for n in HTTP_PLAUSIBLE if n not in ("start_date", "end_date")
-             and (n != "limit" or path == "/audit-logs")]
+    names = [
+        n
+        for n in HTTP_PLAUSIBLE
+        if n not in ("start_date", "end_date") and (n != "limit" or path == "/audit-logs")
+    ]
     plausible = st.sampled_from(names).flatmap(
         lambda n: HTTP_PLAUSIBLE[n].map(lambda v: f"{n}={_encode(v)}")
     )
-    parts = data.draw(st.lists(plausible | wild_parts if wild else plausible,
-                               max_size=8 if wild else 2), label="parts")
+    parts = data.draw(
+        st.lists(plausible | wild_parts if wild else plausible, max_size=8 if wild else 2),
+        label="parts",
+    )
     for name in ("start_date", "end_date"):  # the date range gets draws of its own
         dates = HTTP_PLAUSIBLE[name] | http_values if wild else HTTP_PLAUSIBLE[name]
         date = data.draw(st.none() | dates, label=name)
         parts += [] if date is None else [f"{name}={_encode(date)}"]
-    viewer = data.draw(st.sampled_from(["member_a", "anonymous", "owner_a", "admin_b",
-                                        "admin_empty", "owner_a", "admin_b"]), label="viewer")
+    viewer = data.draw(
+        st.sampled_from(
+            ["member_a", "anonymous", "owner_a", "admin_b", "admin_empty", "owner_a", "admin_b"]
+        ),
+        label="viewer",
+    )
     qs = "&".join(parts)
     if path == "/audit-logs" and data.draw(st.booleans(), label="with a real cursor"):
         first = client.get(f"{path}?{qs}&limit=1", headers=VIEWERS[viewer])
@@ -544,12 +734,27 @@ def test_http_any_query_string(client, data):
 def test_http_detail_of_any_id(fuzz_auditor, client, data):
     ids = {t: _ids_of(fuzz_auditor, t) for t in ("org_a", "org_b")}
     viewer = data.draw(st.sampled_from(list(VIEWERS)), label="viewer")
-    entry_id = data.draw(st.one_of(
-        st.sampled_from(ids["org_a"] + ids["org_b"]),
-        st.text(min_size=1, max_size=60).filter(lambda s: "/" not in s),
-        st.sampled_from(["log_", "log_" + "0" * 26, "x" * 41, "é", "%", "export.xml", "a b",
-                         "log_\x00", "\x00", "a\x00b"]),
-    ), label="entry_id")
+    entry_id = data.draw(
+        st.one_of(
+            st.sampled_from(ids["org_a"] + ids["org_b"]),
+            st.text(min_size=1, max_size=60).filter(lambda s: "/" not in s),
+            st.sampled_from(
+                [
+                    "log_",
+                    "log_" + "0" * 26,
+                    "x" * 41,
+                    "é",
+                    "%",
+                    "export.xml",
+                    "a b",
+                    "log_\x00",
+                    "\x00",
+                    "a\x00b",
+                ]
+            ),
+        ),
+        label="entry_id",
+    )
     assume(entry_id not in (".", "..") and not entry_id.startswith(("export.csv", "export.ndj")))
     r = client.get(f"/audit-logs/{_encode(entry_id)}", headers=VIEWERS[viewer])
     _check_response(r, viewer, "detail")
@@ -596,14 +801,26 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 def test_openapi_contract(case):
     response = case.call(headers=VIEWERS["owner_a"])
-    case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
-                                             content_type_conformance,
-                                             response_schema_conformance])
+    case.validate_response(
+        response,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
 
 
 # -- regressions: what the fuzzing found (fixed since), and one open bug -----------------
@@ -612,8 +829,9 @@ def test_openapi_contract(case):
 def _bare(url: str) -> tuple[Auditor, TestClient]:
     auditor = Auditor(url)
     auditor.create_all()
-    return auditor, TestClient(audit_app(auditor, authorize=authorize),
-                               raise_server_exceptions=False)
+    return auditor, TestClient(
+        audit_app(auditor, authorize=authorize), raise_server_exceptions=False
+    )
 
 
 EXTREME_DATES = [
@@ -635,9 +853,14 @@ def test_extreme_dates_are_invalid_query_not_overflow(sqlite_url, filters):
         auditor.export(io.StringIO(), tenant_id="org_a", **filters)
 
 
-@pytest.mark.parametrize("url", ["/audit-logs?end_date=0001-01-02",
-                                 "/audit-logs/export.csv?start_date=0001-01-01T00:00:00%2B01:00",
-                                 "/audit-logs/export.ndjson?end_date=9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/audit-logs?end_date=0001-01-02",
+        "/audit-logs/export.csv?start_date=0001-01-01T00:00:00%2B01:00",
+        "/audit-logs/export.ndjson?end_date=9999-12-31T23:59:59-01:00",
+    ],
+)
 def test_extreme_dates_are_400_over_http(sqlite_url, url):
     _, client = _bare(sqlite_url)
     r = client.get(url, headers=VIEWERS["owner_a"])
@@ -696,8 +919,13 @@ def test_odd_entry_ids_are_not_found(db_url, entry_id):
 def test_aware_non_utc_occurred_at_is_stored_as_the_same_instant(db_url):
     auditor, _ = _bare(db_url)
     when = (NOW - dt.timedelta(days=1)).astimezone(dt.timezone(dt.timedelta(hours=5)))
-    _write(auditor, [_row(auditor, tenant="tz", when=when),
-                     _row(auditor, tenant="tz", when=NOW - dt.timedelta(hours=12))])
+    _write(
+        auditor,
+        [
+            _row(auditor, tenant="tz", when=when),
+            _row(auditor, tenant="tz", when=NOW - dt.timedelta(hours=12)),
+        ],
+    )
     older, newer = reversed(auditor.list(tenant_id="tz").entries)
     assert older.occurred_at == when and newer.occurred_at > older.occurred_at
     assert older.verify_digest() and newer.verify_digest()
@@ -706,8 +934,16 @@ def test_aware_non_utc_occurred_at_is_stored_as_the_same_instant(db_url):
 
 
 _searches = itertools.count(1)
-SEARCHABLE = ("actor_id", "actor_label", "ip", "request_id", "user_agent", "entity_type",
-              "entity_id", "action")
+SEARCHABLE = (
+    "actor_id",
+    "actor_label",
+    "ip",
+    "request_id",
+    "user_agent",
+    "entity_type",
+    "entity_id",
+    "action",
+)
 
 
 @FUZZ
@@ -715,8 +951,9 @@ SEARCHABLE = ("actor_id", "actor_label", "ip", "request_id", "user_agent", "enti
 def test_q_finds_an_entry_by_any_piece_of_a_searched_field_in_any_case(fuzz_auditor, data):
     auditor = fuzz_auditor
     tenant = f"q_{next(_searches)}"
-    ascii_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
-                         max_size=30)
+    ascii_text = st.text(
+        st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=30
+    )
     value = data.draw(ascii_text, label="value")
     field = data.draw(st.sampled_from(SEARCHABLE), label="field")
     kwargs: dict[str, Any] = {"tenant": tenant, "when": BASE}
@@ -729,13 +966,25 @@ def test_q_finds_an_entry_by_any_piece_of_a_searched_field_in_any_case(fuzz_audi
     else:
         kwargs[field] = value
     row = _row(auditor, **kwargs)
-    _write(auditor, [row, _row(auditor, tenant=tenant, when=BASE, action="o.p", ip=None,
-                               actor=Actor.system("s"), entity=("k", "k"))])
+    _write(
+        auditor,
+        [
+            row,
+            _row(
+                auditor,
+                tenant=tenant,
+                when=BASE,
+                action="o.p",
+                ip=None,
+                actor=Actor.system("s"),
+                entity=("k", "k"),
+            ),
+        ],
+    )
     start = data.draw(st.integers(0, len(value) - 1), label="start")
     end = data.draw(st.integers(start + 1, len(value)), label="end")
     flips = data.draw(st.lists(st.booleans(), min_size=end - start, max_size=end - start))
-    needle = "".join(c.swapcase() if f else c for c, f in zip(value[start:end], flips,
-                                                               strict=True))
+    needle = "".join(c.swapcase() if f else c for c, f in zip(value[start:end], flips, strict=True))
     assume(needle.strip())
     found = [e.id for e in auditor.list(tenant_id=tenant, q=needle, limit=MAX_LIMIT).entries]
     assert row["id"] in found, (field, value, needle)

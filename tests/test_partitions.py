@@ -15,10 +15,15 @@ from whodid.partitions import add_partitions
 
 def partitions(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn:
-        return list(conn.execute(sa.text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'whodid_entries' "
-            "ORDER BY 1")).scalars())
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'whodid_entries' "
+                    "ORDER BY 1"
+                )
+            ).scalars()
+        )
 
 
 def test_retention_drops_expired_months_and_verify_still_passes(pg_url):

@@ -285,8 +285,13 @@ def test_postgresql_copy_export_matches_the_python_export(pg_url):
 
     auditor = Auditor(pg_url)
     auditor.create_all()
-    put(auditor, entity=("customer", "=cmd|' /C calc'!A0"), metadata={"note": "-2+3", "ü": "ß"},
-        actor=Actor.user("usr_1", "@admin"), user_agent="\tTab agent")
+    put(
+        auditor,
+        entity=("customer", "=cmd|' /C calc'!A0"),
+        metadata={"note": "-2+3", "ü": "ß"},
+        actor=Actor.user("usr_1", "@admin"),
+        user_agent="\tTab agent",
+    )
     put(auditor, tenant=None, ip=None, user_agent=None, actor=Actor.system("job"))
     via_copy = io.BytesIO()
     count = auditor.export(via_copy, "csv")

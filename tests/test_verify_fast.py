@@ -280,7 +280,9 @@ def test_odd_values_stored_behind_whodids_back(log: sa.Engine) -> None:
     assert _report(log, 2) == _report(log, 1)
 
 
-@pytest.mark.parametrize("doc", ["'{\"a\": NaN}'", "'[1E400]'", '\'{"a": "\\ud800"}\'', "'{\"a\": 1'"])
+@pytest.mark.parametrize(
+    "doc", ["'{\"a\": NaN}'", "'[1E400]'", '\'{"a": "\\ud800"}\'', "'{\"a\": 1'"]
+)
 def test_sqlite_documents_json_refuses_fail_the_same_way(sqlite_url: str, doc: str) -> None:
     # Only SQLite stores JSON as unchecked text, so only there can it be malformed.
     engine = sa.create_engine(sqlite_url)

@@ -39,6 +39,10 @@ from whodid.values import REDACTED, Redactor, to_json
 from whodid.writer import Change, Writer
 
 _INTERNAL = "whodid_internal"
+# session.info keys: the session is running commit()'s own flush; the
+# connection whose COMMIT carries this commit's entries.
+_COMMITTING = "whodid_committing"
+_HELD_ON = "whodid_held_on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,10 @@ class OrmCapture:
             ("before_flush", self.before_flush),
             ("after_flush", self.after_flush),
             ("do_orm_execute", self.do_orm_execute),
+            ("before_commit", self.before_commit),
+            ("after_commit", self.after_commit),
+            ("after_soft_rollback", self.after_soft_rollback),
+            ("after_transaction_end", self.after_transaction_end),
         ):
             event.listen(listen_on, name, fn)
         self._instrumented.add(listen_on)
@@ -268,8 +276,43 @@ class OrmCapture:
                 change = self._update(spec, state)
                 if change is not None:
                     changes.append(change)
-        if changes:
-            self.writer.write(session.connection(), self.writer.rows(changes))
+        if not changes:
+            return
+        connection = session.connection()
+        rows = self.writer.rows(changes)
+        if session.info.get(_COMMITTING):
+            if self.writer.write_at_commit(connection, rows):
+                session.info[_HELD_ON] = connection
+        else:
+            self.writer.write(connection, rows)
+
+    # The flush inside commit() is the last statement before the COMMIT: its
+    # entries can travel with the COMMIT itself (at_commit.py).
+
+    def before_commit(self, session: Session) -> None:
+        if not session.in_nested_transaction():
+            session.info[_COMMITTING] = True
+
+    def after_commit(self, session: Session) -> None:
+        session.info.pop(_COMMITTING, None)
+        connection = session.info.pop(_HELD_ON, None)
+        if connection is not None and self.writer.rider.has_held(connection):
+            # The session's commit did not COMMIT its connection: it is joined
+            # to an outer transaction, which the entries now join too.
+            self.writer.rider.write_held(connection)
+
+    def after_soft_rollback(self, session: Session, previous_transaction: Any) -> None:
+        self._forget(session)
+
+    def after_transaction_end(self, session: Session, transaction: Any) -> None:
+        if transaction.parent is None:
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        session.info.pop(_COMMITTING, None)
+        connection = session.info.pop(_HELD_ON, None)
+        if connection is not None:
+            self.writer.rider.drop(connection)
 
     def _update(self, spec: TrackSpec, state: InstanceState[Any]) -> Change | None:
         modified = state.committed_state

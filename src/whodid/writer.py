@@ -14,12 +14,22 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
+import orjson
 from sqlalchemy import String
 from sqlalchemy.engine import Connection
 
+from whodid import fastjson
+from whodid.at_commit import CommitRider
 from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
 from whodid.enrich import Enricher, default_enricher
-from whodid.entry import canonical_json, canonical_spliced, iso, new_entry_id, utc
+from whodid.entry import (
+    CONTENT_FIELDS,
+    canonical_json,
+    canonical_spliced,
+    iso,
+    new_entry_id,
+    utc,
+)
 from whodid.schema import JSON_COLUMNS, entries
 from whodid.values import to_json
 
@@ -129,9 +139,44 @@ def _copy_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Non
             copy.write_row(_values(row, sqlite=False))
 
 
+def _fast_encoded(
+    row: dict[str, Any], client: str | None
+) -> tuple[dict[str, str | None], str] | None:
+    """The stored JSON texts and the digest of ``row`` through orjson, or None
+    where orjson might write other bytes than json (see fastjson.py)."""
+    doc: dict[str, Any] = {name: row[name] for name in _SCALAR_CONTENT}
+    encoded: dict[str, str | None] = {"client": client}
+    doc["client"] = None if client is None else orjson.Fragment(client)
+    for name in ("metadata", "before", "after"):
+        value = row[name]
+        if value is None:
+            encoded[name] = doc[name] = None
+            continue
+        if value == {}:
+            encoded[name], doc[name] = "{}", _EMPTY
+            continue
+        text = fastjson.dumps(value)
+        if text is None:
+            return None
+        encoded[name] = text.decode()
+        doc[name] = orjson.Fragment(text)
+    for name in _SCALAR_CONTENT:
+        if doc[name].__class__ not in fastjson.SCALARS:
+            return None
+    body = fastjson.encode(doc)
+    if body is None:
+        return None
+    return encoded, sha256(body).hexdigest()
+
+
+_SCALAR_CONTENT = tuple(name for name in CONTENT_FIELDS if name not in JSON_COLUMNS)
+_EMPTY = orjson.Fragment(b"{}")
+
+
 class Writer:
     def __init__(self, enricher: Enricher | None = None) -> None:
         self.enricher = enricher
+        self.rider = CommitRider(_COLUMNS, lambda row: _values(row, sqlite=False))
 
     def rows(
         self,
@@ -166,15 +211,19 @@ class Writer:
                 row["tenant_id"] = change.tenant_id
             _bound(row, _CHANGE_LIMITS)
             # Each JSON field is encoded once: the same text is stored and
-            # spliced into the canonical form the digest covers.
-            encoded = {
-                "client": client,
-                "metadata": canonical_json(row["metadata"]) if change.metadata else "{}",
-                "before": None if change.before is None else canonical_json(change.before),
-                "after": None if change.after is None else canonical_json(change.after),
-            }
+            # goes into the canonical form the digest covers.
             row["occurred_at"] = stamp
-            row["digest"] = sha256(canonical_spliced(row, encoded).encode()).hexdigest()
+            fast = _fast_encoded(row, client)
+            if fast is None:
+                encoded = {
+                    "client": client,
+                    "metadata": canonical_json(row["metadata"]) if change.metadata else "{}",
+                    "before": None if change.before is None else canonical_json(change.before),
+                    "after": None if change.after is None else canonical_json(change.after),
+                }
+                row["digest"] = sha256(canonical_spliced(row, encoded).encode()).hexdigest()
+            else:
+                encoded, row["digest"] = fast
             row["occurred_at"] = now
             row[ENCODED] = encoded
             rows.append(row)
@@ -211,6 +260,14 @@ class Writer:
             "client": enricher.client(ua) if ua else None,
             "request_id": request_id,
         }
+
+    def write_at_commit(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Hand the rows of a commit's flush to that COMMIT where the driver allows
+        (see at_commit.py); otherwise write them now. True if they were held."""
+        if rows and self.rider.eligible(connection) and self.rider.hold(connection, rows):
+            return True
+        self.write(connection, rows)
+        return False
 
     def write(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
