@@ -21,9 +21,9 @@ from whodid.headers import (
     ProxyResolver,
     forwarding_chain,
     header_text,
-    new_request_id,
+    new_request_id_bytes,
     parse_networks,
-    valid_request_id,
+    valid_request_id_bytes,
 )
 from whodid.resolvers import Resolvers, ResolverSource
 
@@ -73,21 +73,23 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # The id stays bytes, as the header carries it; the context decodes
+        # it only if the request writes an entry.
         request_id = None
         wanted = self.header_name
         for name, value in scope["headers"]:
             if name == wanted:
-                request_id = valid_request_id(value.decode("latin-1"))
+                request_id = valid_request_id_bytes(value)
                 break
         if request_id is None:
-            request_id = new_request_id()
+            request_id = new_request_id_bytes()
 
         token = _current.set([self, scope, request_id, None])  # see context._current
         try:
             if kind == "websocket":
                 await self.app(scope, receive, send)
                 return
-            echoed = (wanted, request_id.encode("latin-1"))
+            echoed = (wanted, request_id)
 
             # A plain function handing back send's awaitable: no coroutine of
             # its own per message, which is most of a wrapper's cost.
@@ -100,6 +102,8 @@ class AuditMiddleware:
                         if name == wanted:
                             break
                     else:
+                        # A copy: the app's message (and its header list, which a
+                        # module-level Response shares) must not keep this id.
                         message = {**message, "headers": [*headers, echoed]}
                 return send(message)
 

@@ -184,7 +184,7 @@ class RequestContext:
 
 
 # Holds a RequestContext, or what a middleware installs on every request: a
-# list [middleware, request, request_id, None] turned into a RequestContext
+# list [middleware, request, request_id (str or ASCII bytes), None] turned into a RequestContext
 # (kept in its last slot) the first time anything reads it. A list, because it
 # is the cheapest mutable object to make, and it must be mutable so a thread
 # pool that copied the context still shares the one RequestContext.
@@ -198,7 +198,10 @@ def _get() -> RequestContext | None:
     assert isinstance(value, list)
     ctx: RequestContext | None = value[3]
     if ctx is None:
-        ctx = value[3] = RequestContext.for_request(value[2], value[0].source_for(value[1]))
+        request_id = value[2]
+        if request_id.__class__ is bytes:  # the ASGI middleware keeps the header's bytes
+            request_id = request_id.decode("ascii")
+        ctx = value[3] = RequestContext.for_request(request_id, value[0].source_for(value[1]))
     return ctx
 
 

@@ -26,16 +26,19 @@ MAX_USER_AGENT = 1024
 # AWS "Root=1-...", W3C-ish ids). Anything else could smuggle markup or log
 # injection into the dashboard and exports.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+/-]{0,127}")
+_REQUEST_ID_BYTES = re.compile(_REQUEST_ID.pattern.encode("ascii"))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _reseed() -> None:
-    global _prefix, _counter
+    global _prefix, _prefix_bytes, _counter
     _prefix = os.urandom(10).hex()
+    _prefix_bytes = _prefix.encode("ascii")
     _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
 _prefix = ""
+_prefix_bytes = b""
 _counter = itertools.count()
 _reseed()
 # A forked worker must not repeat its parent's ids.
@@ -49,6 +52,18 @@ def new_request_id() -> str:
     matters because every request gets one.
     """
     return f"{_prefix}{next(_counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+def new_request_id_bytes() -> bytes:
+    """:func:`new_request_id` as the ASCII bytes a header carries (no str made)."""
+    return b"%b%012x" % (_prefix_bytes, next(_counter) & 0xFFFFFFFFFFFF)
+
+
+def valid_request_id_bytes(value: bytes) -> bytes | None:
+    """:func:`valid_request_id` on header bytes, without decoding them."""
+    if value and len(value) <= MAX_REQUEST_ID and _REQUEST_ID_BYTES.fullmatch(value):
+        return value
+    return None
 
 
 def valid_request_id(value: str | None) -> str | None:
