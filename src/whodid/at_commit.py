@@ -98,16 +98,9 @@ class CommitRider:
             held += groups
         return True
 
-    def has_held(self, connection: Connection) -> bool:
-        return bool(self._held.get(connection))
-
     def write_held(self, connection: Connection) -> None:
         """Write what is held for ``connection`` now, without committing."""
-        groups = self._held.pop(connection, None)
-        if groups:
-            connection.exec_driver_sql(
-                self._prefix + ", ".join(groups), execution_options=_NO_PARAMETERS
-            )
+        self._send(connection, "")
 
     def drop(self, connection: Connection) -> None:
         self._held.pop(connection, None)
@@ -124,18 +117,21 @@ class CommitRider:
                 self._engines.add(engine)
 
     def _on_commit(self, connection: Connection) -> None:
+        self._send(connection, "; COMMIT")
+
+    def _send(self, connection: Connection, suffix: str) -> None:
         groups = self._held.pop(connection, None)
         if not groups:
             return
         try:
             connection.exec_driver_sql(
-                self._prefix + ", ".join(groups) + "; COMMIT",
-                execution_options=_NO_PARAMETERS,
+                self._prefix + ", ".join(groups) + suffix, execution_options=_NO_PARAMETERS
             )
         except BaseException:
             # A failed INSERT leaves the transaction aborted (its COMMIT never
             # ran), but SQLAlchemy takes a failed commit to have ended the
             # transaction and would pool the connection as it is: end it here.
-            with contextlib.suppress(Exception):
-                connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+            if suffix:
+                with contextlib.suppress(Exception):
+                    connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
             raise

@@ -296,7 +296,7 @@ class OrmCapture:
     def after_commit(self, session: Session) -> None:
         session.info.pop(_COMMITTING, None)
         connection = session.info.pop(_HELD_ON, None)
-        if connection is not None and self.writer.rider.has_held(connection):
+        if connection is not None:
             # The session's commit did not COMMIT its connection: it is joined
             # to an outer transaction, which the entries now join too.
             self.writer.rider.write_held(connection)
