@@ -297,8 +297,9 @@ class OrmCapture:
         session.info.pop(_COMMITTING, None)
         connection = session.info.pop(_HELD_ON, None)
         if connection is not None:
-            # The session's commit did not COMMIT its connection: it is joined
-            # to an outer transaction, which the entries now join too.
+            # Normally the COMMIT took the rows already (a no-op here). Still
+            # held: the session is joined to an outer transaction, which the
+            # entries now join too.
             self.writer.rider.write_held(connection)
 
     def after_soft_rollback(self, session: Session, previous_transaction: Any) -> None:
