@@ -327,3 +327,75 @@ def test_arbitrary_documents_in_the_database(engine: sa.Engine, metadata: list[A
         assert _entry_rows(engine, fast=True) == _entry_rows(engine, fast=False)
     finally:
         tamper(engine, "DELETE FROM whodid_entries")
+
+
+def _stored_texts(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT seq, client, metadata, before, after FROM whodid_entries ORDER BY seq"
+            )
+        ]
+
+
+def test_sqlite_stores_canonical_json_text(sqlite_url: str) -> None:
+    """What lets verify splice the stored text in without decoding it."""
+    engine = sa.create_engine(sqlite_url)
+    create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(entries.insert(), [_row(i, HOSTILE[i % len(HOSTILE)]) for i in range(10)])
+    for _, *texts in _stored_texts(engine):
+        for text in texts:
+            if text is not None:
+                assert text == json.dumps(
+                    json.loads(text),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                )
+
+
+def test_sqlite_text_not_canonical_is_judged_on_its_values(sqlite_url: str) -> None:
+    """Re-formatted text with the same values passes, as when every entry was
+    decoded; text whose values changed fails, sealed or not."""
+    engine = sa.create_engine(sqlite_url)
+    create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(entries.insert(), [_row(i, {"b": 1, "a": [1.5, "x"]}) for i in range(6)])
+        integrity.seal(conn, KEY)
+        conn.execute(entries.insert(), [_row(i, {"b": 1, "a": [1.5, "x"]}) for i in range(6, 9)])
+    seqs = [r[0] for r in _stored_texts(engine)]
+    tamper(
+        engine,
+        # Same values, other key order and spacing: a writer that is not whodid's.
+        f"""UPDATE whodid_entries SET metadata = '{{ "b": 1, "a": [1.5, "x"] }}'
+        WHERE seq IN ({seqs[0]}, {seqs[7]})""",
+        # Other values: a sealed and an unsealed entry edited.
+        f"""UPDATE whodid_entries SET metadata = '{{"a":[1.5,"y"],"b"\\:1}}'
+        WHERE seq IN ({seqs[1]}, {seqs[8]})""",
+    )
+    report = _report(engine, 1)
+    edited = sorted(s for p in report["problems"] for s in p["seqs"] if p["kind"] == "edited")
+    assert edited == [seqs[1], seqs[8]]
+    assert _entry_rows(engine, fast=True) == _entry_rows(engine, fast=False)
+
+
+def test_log_written_with_unsorted_json_text_still_verifies(sqlite_url: str) -> None:
+    """Logs written before the text was stored sorted: every entry decoded, same report."""
+    engine = sa.create_engine(sqlite_url)
+    create_all(engine)
+    rows = [_row(i, {"z": i, "a": {"y": 1, "b": None}}) for i in range(8)]
+    with engine.begin() as conn:
+        conn.execute(entries.insert(), rows)
+        integrity.seal(conn, KEY)
+    for row in rows:
+        unsorted = json.dumps(row["metadata"], ensure_ascii=False, separators=(",", ":"))
+        unsorted = unsorted.replace(":", "\\:")  # not bind parameters to sa.text()
+        tamper(
+            engine, f"UPDATE whodid_entries SET metadata = '{unsorted}' WHERE id = '{row['id']}'"
+        )
+    assert all(t[2].startswith('{"z"') for t in _stored_texts(engine))
+    report = _report(engine, 1)
+    assert report["ok"] and report["sealed"] == 8
+    assert _entry_rows(engine, fast=True) == _entry_rows(engine, fast=False)

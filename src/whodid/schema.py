@@ -40,10 +40,12 @@ metadata = MetaData()
 
 
 class _SQLiteJSON(TypeDecorator[Any]):
-    """JSON as UTF-8 text on SQLite, not ASCII-escaped.
+    """JSON as UTF-8 text on SQLite, not ASCII-escaped, keys sorted.
 
     SQLAlchemy's JSON writes "Z\\u00fcrich"; free-text search over the stored
-    text would then never find "Zürich" (and would find "u00fc").
+    text would then never find "Zürich" (and would find "u00fc"). Sorted keys
+    make the text the same canonical JSON the writer stores and the digest
+    covers, which lets verify splice it in as it is (see verify_rows.py).
     """
 
     impl = Text
@@ -52,7 +54,7 @@ class _SQLiteJSON(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Any) -> str | None:
         if value is None:
             return None
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return None if value is None else json.loads(value)

@@ -1,11 +1,23 @@
 """How verify reads the entries fast, from each driver.
 
-Each reader yields _EntryRow tuples whose canonical bytes are exactly
-entry.canonical() of the row as SQLAlchemy would return it. The fast readers
-take plain tuples from the DBAPI cursor, get the time as canonical text and
-epoch µs without building a datetime where they can, and encode through
-fastjson; any entry fastjson cannot vouch for goes through the row as
-SQLAlchemy would build it and canonical() itself.
+Each reader yields _EntryRow tuples: the SHA-256 of the entry's canonical
+bytes, exactly entry.canonical() of the row as SQLAlchemy would return it, and
+whether that matches the digest stored with it. The fast readers take plain
+tuples from the DBAPI cursor, get the time as canonical text and epoch µs
+without building a datetime where they can, and encode through fastjson; any
+entry fastjson cannot vouch for goes through the row as SQLAlchemy would build
+it and canonical() itself.
+
+On SQLite the JSON documents are stored as canonical text (the writer and
+schema._SQLiteJSON both write it so), and the reader first splices that text
+into the entry's bytes as it is, without decoding it. If the hash of those
+bytes is the stored digest, they are the bytes whodid hashed when it wrote the
+entry, so they are its canonical bytes too; otherwise the reader decodes the
+documents and re-encodes them as above, so text that is not canonical (or not
+JSON at all) is judged on what it holds. The one difference from decoding
+every entry: text that someone rewrote and re-hashed in its non-canonical form
+passes the self-check, as canonically rewritten text with a fresh digest
+would; a sealed entry still fails against its checkpoint either way.
 
 Separate from the checks themselves (verify_ranges.py) because this is where
 the speed comes from and where each driver's quirks live: _entry_rows() picks
@@ -16,12 +28,14 @@ _postgresql_rows() (psycopg), _sqlite_rows() (sqlite3) or _generic_rows()
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -37,8 +51,14 @@ _SCALAR_FIELDS = tuple(n for n in CONTENT_FIELDS if n != "occurred_at" and n not
 _TEXT_OR_NULL = frozenset({str, type(None)})
 _cursor_names = itertools.count()
 
-#: (seq, entry id, canonical bytes, stored digest, occurred_at in µs) of one entry.
-_EntryRow = tuple[int, str, bytes, str, int]
+#: (seq, entry id, SHA-256 of the canonical bytes, whether that is the stored
+#: digest, occurred_at in µs) of one entry.
+_EntryRow = tuple[int, str, bytes, bool, int]
+
+
+def _hashed(data: bytes, stored: Any) -> tuple[bytes, bool]:
+    hashed = hashlib.sha256(data)
+    return hashed.digest(), hashed.hexdigest() == stored
 
 
 def _micros(when: dt.datetime) -> int:
@@ -88,7 +108,8 @@ def _generic_rows(
     result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
     for values in result:
         row = dict(zip(names, values, strict=True))
-        yield row["seq"], row["id"], canonical(row), row["digest"], _micros(row["occurred_at"])
+        actual, consistent = _hashed(canonical(row), row["digest"])
+        yield row["seq"], row["id"], actual, consistent, _micros(row["occurred_at"])
 
 
 def _postgresql_rows(
@@ -152,7 +173,8 @@ def _postgresql_rows(
                         doc["occurred_at"] = when
                         micros_at = _micros(when)
                     data = canonical(doc)
-                yield seq, doc["id"], data, stored, micros_at
+                actual, consistent = _hashed(data, stored)
+                yield seq, doc["id"], actual, consistent, micros_at
     finally:
         cursor.close()
 
@@ -176,6 +198,7 @@ def _sqlite_rows(
     loads, plain, encode = fastjson.loads, fastjson.plain, fastjson.encode
     naive_epoch = _NAIVE_EPOCH
     us = _US
+    fragment, sha256 = orjson.Fragment, hashlib.sha256
     dbapi: Any = conn.connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
@@ -202,6 +225,18 @@ def _sqlite_rows(
                     and type(after) in text_or_null
                     and set(map(type, doc.values())) <= scalars
                 ):
+                    # The stored text spliced in as it is (see the module docstring).
+                    doc["client"] = None if client is None else fragment(client)
+                    doc["metadata"] = None if metadata is None else fragment(metadata)
+                    doc["before"] = None if before is None else fragment(before)
+                    doc["after"] = None if after is None else fragment(after)
+                    doc["occurred_at"] = text_at
+                    spliced = encode(doc)
+                    if spliced is not None:
+                        hashed = sha256(spliced)
+                        if hashed.hexdigest() == stored:
+                            yield seq, doc["id"], hashed.digest(), True, micros_at
+                            continue
                     try:
                         docs = [
                             None if client is None else loads(client),
@@ -223,6 +258,7 @@ def _sqlite_rows(
                     )
                     doc["occurred_at"] = when
                     data = canonical(doc)
-                yield seq, doc["id"], data, stored, micros_at
+                actual, consistent = _hashed(data, stored)
+                yield seq, doc["id"], actual, consistent, micros_at
     finally:
         cursor.close()
