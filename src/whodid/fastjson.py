@@ -25,7 +25,7 @@ Where the two differ, this module refuses and the caller takes the stdlib path:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -37,27 +37,32 @@ _SORT = orjson.OPT_SORT_KEYS
 #: The types orjson writes as json does.
 SCALARS = frozenset({str, int, bool, type(None)})
 _ALLOWED = SCALARS | {dict, list}
+#: Below this many items a plain loop beats building a set of their types.
+_WIDE = 8
 
 
 def plain(value: Any) -> bool:
     """Whether ``value`` holds only dicts, lists, str, int, bool and None (no float)."""
     kind = type(value)
-    items: Iterable[Any]
+    items: Collection[Any]
     if kind is dict:
         items = value.values()
     elif kind is list:
         items = value
     else:
         return kind in SCALARS
-    kinds = set(map(type, items))
-    if kinds <= SCALARS:
-        return True
-    if not kinds <= _ALLOWED:
-        return False
+    if len(items) > _WIDE:
+        # One pass in C decides most wide containers (a row's before/after).
+        kinds = set(map(type, items))
+        if kinds <= SCALARS:
+            return True
+        if not kinds <= _ALLOWED:
+            return False
     for item in items:
         kind = type(item)
-        if (kind is dict or kind is list) and not plain(item):
-            return False
+        if kind in SCALARS or ((kind is dict or kind is list) and plain(item)):
+            continue
+        return False
     return True
 
 
