@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--key", help="verify: PEM private key the log was sealed with")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--limit", type=int, default=30, help="cProfile: rows to print")
+    parser.add_argument("--sort", default="tottime", help="cProfile: pstats sort key")
+    parser.add_argument("--match", help="cProfile: only functions whose path matches")
     args = parser.parse_args()
     if args.workload != "asgi" and not args.url:
         parser.error("--url is required")
@@ -120,7 +122,8 @@ def main() -> None:
         prof = cProfile.Profile()
         prof.runcall(work)
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.limit)
+        restrict = [args.match] if args.match else []
+        pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(*restrict, args.limit)
         print(out.getvalue())
         return
     from pyinstrument import Profiler
