@@ -166,8 +166,10 @@ def make_spec(
     table_name = getattr(mapper.local_table, "name", None) or model.__name__.lower()
     return TrackSpec(
         mapper=mapper,
-        feature=feature or table_name,
-        entity_type=entity_type or table_name,
+        # Plain str: a table name is SQLAlchemy's quoted_name, a str subclass
+        # that would send every entry down the writer's slow encoding path.
+        feature=str(feature or table_name),
+        entity_type=str(entity_type or table_name),
         columns=columns,
         pk_keys=pk_keys,
         redacted=redacted,
