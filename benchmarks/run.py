@@ -70,7 +70,7 @@ class Sizes:
             self.bulk_rounds, self.bulk_rows = 5, 10_000
             self.entries = entries or 1_000_000
             self.list_rounds, self.search_rounds = 15, 9
-            self.export_rounds, self.verify_rounds = 2, 2
+            self.export_rounds, self.verify_rounds = 3, 3
 
 
 # -- facts about the run ------------------------------------------------------------
