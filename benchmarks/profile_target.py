@@ -2,6 +2,7 @@
 
     python benchmarks/profile_target.py asgi
     python benchmarks/profile_target.py crud   --url postgresql+psycopg://...   (or sqlite:///x.db)
+    python benchmarks/profile_target.py crud   --url ... --cprofile --sort cumulative --match whodid
     python benchmarks/profile_target.py bulk   --url ...
     python benchmarks/profile_target.py list   --url URL-OF-A-SEEDED-LOG  (see seed.py)
     python benchmarks/profile_target.py search --url ...
