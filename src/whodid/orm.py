@@ -163,13 +163,13 @@ def make_spec(
     # the old value first, so the entry can show both sides.
     for key, _ in columns:
         event.listen(getattr(model, key), "set", _noop, active_history=True)
-    table_name = getattr(mapper.local_table, "name", None) or model.__name__.lower()
+    # Plain str: a table name is SQLAlchemy's quoted_name, a str subclass that
+    # would send every entry down the writer's slow encoding path.
+    table_name = str(getattr(mapper.local_table, "name", None) or model.__name__.lower())
     return TrackSpec(
         mapper=mapper,
-        # Plain str: a table name is SQLAlchemy's quoted_name, a str subclass
-        # that would send every entry down the writer's slow encoding path.
-        feature=str(feature or table_name),
-        entity_type=str(entity_type or table_name),
+        feature=feature or table_name,
+        entity_type=entity_type or table_name,
         columns=columns,
         pk_keys=pk_keys,
         redacted=redacted,
