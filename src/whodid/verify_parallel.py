@@ -156,7 +156,12 @@ class _Helper:
             except IndexError:
                 return
             try:
-                pickle.dump(tasks[i], stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                # Pickled first, then one write: pickle.dump() to the pipe writes
+                # 64 KiB frames, and after each one this thread waits for the GIL
+                # that this process's own range check holds, while the helper
+                # waits for the rest of its range (at 1M entries, the helper's
+                # waits for work went from 0.34 s in all to 0.16 s).
+                stdin.write(pickle.dumps(tasks[i], protocol=pickle.HIGHEST_PROTOCOL))
                 stdin.flush()
                 status, part = pickle.load(stdout)
                 if status != "ok":
