@@ -121,6 +121,15 @@ def test_update_of_expired_attribute_still_has_old_value(Sessions, engine):
     assert e.after == {"email": "z@example.com"}
 
 
+def test_tracked_columns_keep_old_values_without_a_set_listener():
+    """Active history is on for every tracked column (the test above depends
+    on it), and no "set" listener runs on each assignment in the app's code."""
+    for key, _ in auditor.capture.spec_for(Customer).columns:
+        attribute = getattr(Customer, key)
+        assert attribute.impl.active_history, key
+        assert not attribute.dispatch.set, key
+
+
 def test_no_op_updates_write_nothing(Sessions, engine):
     cid = add_customer(Sessions)
     with Sessions() as s:

