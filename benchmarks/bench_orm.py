@@ -394,7 +394,7 @@ def _columns(first: list[str], unit: str) -> list[str]:
     for name in ("whodid", "floor", *PEERS):
         label = CONTENDERS[name][0]
         cols += [f"{label} {unit}", f"{label} / bare"]
-    return [*cols, "target (whodid)", "status"]
+    return [*cols, f"whodid over floor {unit}", "target (whodid)", "status"]
 
 
 def _cells(
@@ -406,7 +406,7 @@ def _cells(
     scale: float,
     digits: int,
 ) -> dict[str, Any]:
-    from common import fmt_num, fmt_ratio, median, paired_ratios
+    from common import fmt_num, fmt_ratio, median, paired_deltas, paired_ratios, quartiles
 
     base = results["bare"]
     cells: dict[str, Any] = {f"bare {unit}": fmt_num(median(base) * scale, digits)}
@@ -419,6 +419,18 @@ def _cells(
             continue
         cells[f"{label} {unit}"] = fmt_num(median(results[name]) * scale, digits)
         cells[f"{label} / bare"] = fmt_ratio(paired_ratios(results[name], base))
+    # What whodid's own code adds to the database's cost of its row. The ratios
+    # also move with the speed of the bare transaction; this does not, directly.
+    deltas: list[float] = []
+    if "whodid" in names and "floor" in names:
+        deltas = [d * scale for d in paired_deltas(results["whodid"], results["floor"])]
+    if deltas:
+        lo, hi = quartiles(deltas)
+        cells[f"whodid over floor {unit}"] = (
+            f"{fmt_num(median(deltas), digits)} ({fmt_num(lo, digits)}..{fmt_num(hi, digits)})"
+        )
+    else:
+        cells[f"whodid over floor {unit}"] = "n/a"
     return cells
 
 
@@ -475,6 +487,7 @@ def sections(
             "whodid / bare",
             "whodid µs",
             "floor (bare + the entry row alone) / bare",
+            "whodid over floor µs",
             "SQLAlchemy-Continuum µs",
             "PostgreSQL-Audit µs",
         ],
@@ -490,7 +503,12 @@ def sections(
             "figure then says how many rounds it ran)."
         ),
         label_cols=["database"],
-        figure_cols=["whodid / bare", "whodid ms", "floor (bare + the entry row alone) / bare"],
+        figure_cols=[
+            "whodid / bare",
+            "whodid ms",
+            "floor (bare + the entry row alone) / bare",
+            "whodid over floor ms",
+        ],
     )
     crud.notes.append(
         "PostgreSQL-Audit with SQLAlchemy 2.x: `metadata.create_all()` creates the audited "
