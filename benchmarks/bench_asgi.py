@@ -16,12 +16,12 @@ from apps import CONTENDERS, available
 from common import (
     NO_TARGET,
     Section,
+    fmt_delta,
     fmt_num,
     fmt_ratio,
     median,
     paired_deltas,
     paired_ratios,
-    quartiles,
     rotations,
     status,
 )
@@ -130,7 +130,6 @@ def section(rounds: int, requests: int) -> Section:
             continue
         values = results[name]
         deltas = paired_deltas(values, base)
-        lo, hi = quartiles(deltas)
         target = f"<= +{TARGET_US:.0f} µs" if name == "whodid" else NO_TARGET
         ok = median(deltas) <= TARGET_US if name == "whodid" else None
         sec.add(
@@ -138,9 +137,7 @@ def section(rounds: int, requests: int) -> Section:
             contender=label,
             **{
                 "µs / request (median)": fmt_num(median(values), 2),
-                "over bare (µs)": "-"
-                if name == "bare"
-                else f"{median(deltas):+.2f} ({lo:+.2f}..{hi:+.2f})",
+                "over bare (µs)": "-" if name == "bare" else fmt_delta(deltas),
                 "ratio to bare": "1.00x"
                 if name == "bare"
                 else fmt_ratio(paired_ratios(values, base)),

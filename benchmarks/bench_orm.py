@@ -406,7 +406,7 @@ def _cells(
     scale: float,
     digits: int,
 ) -> dict[str, Any]:
-    from common import fmt_num, fmt_ratio, median, paired_deltas, paired_ratios, quartiles
+    from common import fmt_delta, fmt_num, fmt_ratio, median, paired_deltas, paired_ratios
 
     base = results["bare"]
     cells: dict[str, Any] = {f"bare {unit}": fmt_num(median(base) * scale, digits)}
@@ -421,16 +421,9 @@ def _cells(
         cells[f"{label} / bare"] = fmt_ratio(paired_ratios(results[name], base))
     # What whodid's own code adds to the database's cost of its row. The ratios
     # also move with the speed of the bare transaction; this does not, directly.
-    deltas: list[float] = []
-    if "whodid" in names and "floor" in names:
-        deltas = [d * scale for d in paired_deltas(results["whodid"], results["floor"])]
-    if deltas:
-        lo, hi = quartiles(deltas)
-        cells[f"whodid over floor {unit}"] = (
-            f"{fmt_num(median(deltas), digits)} ({fmt_num(lo, digits)}..{fmt_num(hi, digits)})"
-        )
-    else:
-        cells[f"whodid over floor {unit}"] = "n/a"
+    both = "whodid" in names and "floor" in names
+    deltas = paired_deltas(results["whodid"], results["floor"]) if both else []
+    cells[f"whodid over floor {unit}"] = fmt_delta([d * scale for d in deltas], digits)
     return cells
 
 

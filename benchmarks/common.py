@@ -84,6 +84,14 @@ def fmt_ratio(values: Sequence[float]) -> str:
     return f"{median(values):.2f}x ({lo:.2f}-{hi:.2f})"
 
 
+def fmt_delta(values: Sequence[float], digits: int = 2) -> str:
+    """'+2.01 (+1.17..+3.09)': median and interquartile range of paired differences."""
+    if not values:
+        return "n/a"
+    lo, hi = quartiles(values)
+    return f"{median(values):+,.{digits}f} ({lo:+,.{digits}f}..{hi:+,.{digits}f})"
+
+
 def fmt_num(value: float | None, digits: int = 1, unit: str = "") -> str:
     if value is None:
         return "n/a"

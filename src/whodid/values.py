@@ -18,17 +18,18 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from whodid.fastjson import SCALARS
+
 REDACTED = "[REDACTED]"
 DEFAULT_REDACT_PATTERNS = ("password", "secret", "token", "api_key", "ssn", "card_number")
 MAX_DEPTH = 32
-_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def to_json(value: Any, _depth: int = 0) -> Any:
     """``value`` as data made of dict, list, str, int, float, bool and None."""
-    # Most column values: an exact type look-up is a third of isinstance() of a
-    # union, and this runs for every tracked column of every change.
-    if value.__class__ in _PLAIN or isinstance(value, bool | int | str):
+    # Most column values: an exact type look-up is half the cost of isinstance()
+    # of a union, and this runs for every tracked column of every change.
+    if value.__class__ in SCALARS or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return _float(value)
