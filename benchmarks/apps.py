@@ -91,6 +91,37 @@ def make_noop_asgi() -> Starlette:
     return _app(Middleware(_NoopASGI))
 
 
+_ECHO = (b"x-request-id", b"0" * 32)
+
+
+class _EchoASGI:
+    """The least a request-id middleware can do: add one fixed response header.
+
+    No context, no id to pick or make: only the echo, built as whodid builds
+    it (a plain send function, a copied start message). Its cost over bare is
+    the floor for any middleware that echoes the request id.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        def send_echo(message: Any) -> Any:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), _ECHO]}
+            return send(message)
+
+        await self.app(scope, receive, send_echo)
+
+
+def make_echo_floor() -> Starlette:
+    return _app(Middleware(_EchoASGI))
+
+
 # name -> (label, factory, module needed or None)
 CONTENDERS: dict[str, tuple[str, Callable[[], Starlette], str | None]] = {
     "bare": ("bare Starlette (baseline)", make_bare, None),
@@ -103,6 +134,11 @@ CONTENDERS: dict[str, tuple[str, Callable[[], Starlette], str | None]] = {
     ),
     "noop_base_http": ("no-op BaseHTTPMiddleware (reference)", make_noop_base_http, None),
     "noop_asgi": ("no-op pure ASGI wrapper (reference)", make_noop_asgi, None),
+    "echo_floor": (
+        "floor: a fixed x-request-id echoed, nothing else (reference)",
+        make_echo_floor,
+        None,
+    ),
 }
 
 

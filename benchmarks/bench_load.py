@@ -27,7 +27,7 @@ from apps import CONTENDERS, available
 from common import NO_TARGET, Section, fmt_num, fmt_ratio, interleave, median, paired_ratios, status
 
 HERE = Path(__file__).resolve().parent
-LOADED = ("bare", "whodid", "correlation_id", "starlette_context")
+LOADED = ("bare", "whodid", "echo_floor", "correlation_id", "starlette_context")
 TARGET_RATIO = 1.05
 CONNECTIONS = 16
 

@@ -26,9 +26,10 @@ EXPECTED = {
             "starlette_context",
             "noop_base_http",
             "noop_asgi",
+            "echo_floor",
         )
     ),
-    *(f"load/{n}" for n in ("bare", "whodid", "correlation_id", "starlette_context")),
+    *(f"load/{n}" for n in ("bare", "whodid", "echo_floor", "correlation_id", "starlette_context")),
     *(f"crud/{db}/{op}" for db in DBS for op in ("insert", "update", "delete")),
     *(f"bulk/{db}" for db in DBS),
     *(
