@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Base, Customer, auditor, read_entries
 from pgserver import with_driver
-from whodid import Actor, audit_context
+from whodid import Actor, Auditor, audit_context
+from whodid.at_commit import MAX_CALLS
+from whodid.schema import INSERT_PROCEDURE
 
 pytestmark = pytest.mark.postgres
 
@@ -48,15 +50,104 @@ def statements(pg_engine: sa.Engine) -> Iterator[list[str]]:
     sa.event.remove(pg_engine, "before_cursor_execute", record)
 
 
+def _entry_statements(statements: list[str]) -> list[str]:
+    return [st for st in statements if "whodid_entries" in st or INSERT_PROCEDURE + "(" in st]
+
+
 def test_commit_sends_the_entries_with_the_commit(Sessions, pg_engine, statements):
     with Sessions() as s:
         s.add(Customer(email="a@example.com"))
         s.commit()
-    inserts = [st for st in statements if "whodid_entries" in st]
-    assert len(inserts) == 1
-    assert inserts[0].startswith("INSERT INTO whodid_entries") and inserts[0].endswith("; COMMIT")
+    [sent] = _entry_statements(statements)
+    # One CALL of the procedure create_all made, and the COMMIT, in one query.
+    assert sent.startswith(f"CALL {INSERT_PROCEDURE}(") and sent.endswith("; COMMIT")
+    assert sent.count("CALL ") == 1
     [entry] = read_entries(pg_engine)
     assert entry.action == "customer.create" and entry.verify_digest()
+
+
+def test_a_few_entries_are_one_call_each(Sessions, pg_engine, statements):
+    with Sessions() as s:
+        s.add_all([Customer(email=f"c{i}@example.com") for i in range(MAX_CALLS)])
+        s.commit()
+    [sent] = _entry_statements(statements)
+    assert sent.count(f"CALL {INSERT_PROCEDURE}(") == MAX_CALLS and sent.endswith("; COMMIT")
+    entries = read_entries(pg_engine)
+    assert len(entries) == MAX_CALLS and all(e.verify_digest() for e in entries)
+
+
+def test_more_entries_are_one_insert(Sessions, pg_engine, statements):
+    with Sessions() as s:
+        s.add_all([Customer(email=f"c{i}@example.com") for i in range(MAX_CALLS + 1)])
+        s.commit()
+    [sent] = _entry_statements(statements)
+    assert sent.startswith("INSERT INTO whodid_entries") and sent.endswith("; COMMIT")
+    assert "CALL " not in sent
+    entries = read_entries(pg_engine)
+    assert len(entries) == MAX_CALLS + 1 and all(e.verify_digest() for e in entries)
+
+
+def test_called_and_inserted_entries_are_stored_alike(Sessions, pg_engine):
+    # The same entry content down both paths: every field reads back the same.
+    rows = []
+    for n in (1, MAX_CALLS + 1):
+        with Sessions() as s:
+            s.add_all([Customer(email="same@example.com", org_id="t'1") for _ in range(n)])
+            s.commit()
+        rows.append(read_entries(pg_engine)[-1])
+    called, inserted = (
+        {k: v for k, v in e.to_dict().items() if k not in ("id", "seq", "digest", "occurred_at")}
+        for e in rows
+    )
+    assert {k: v for k, v in called.items() if k not in ("entity_id", "after")} == {
+        k: v for k, v in inserted.items() if k not in ("entity_id", "after")
+    }
+    assert called["after"]["email"] == inserted["after"]["email"] == "same@example.com"
+    assert all(e.verify_digest() for e in rows)
+
+
+def test_a_log_without_the_procedure_gets_the_insert(pg_url):
+    # A log created before the procedure existed, whose create_all was not run
+    # again: the entries still ride, as the INSERT.
+    engine = sa.create_engine(pg_url)
+    Base.metadata.create_all(engine)
+    auditor.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP PROCEDURE {INSERT_PROCEDURE}")
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda c, cu, st, *a: seen.append(st))
+    maker = sessionmaker(engine)
+    auditor.instrument(maker)
+    with maker() as s:
+        s.add(Customer(email="a@example.com"))
+        s.commit()
+    [sent] = _entry_statements(seen)
+    assert sent.startswith("INSERT INTO whodid_entries") and sent.endswith("; COMMIT")
+    [entry] = read_entries(engine)
+    assert entry.after["email"] == "a@example.com" and entry.verify_digest()
+
+    # create_all puts the procedure back for an existing log; new connections use it.
+    auditor.create_all(engine)
+    engine.dispose()
+    seen.clear()
+    with maker() as s:
+        s.add(Customer(email="b@example.com"))
+        s.commit()
+    [sent] = _entry_statements(seen)
+    assert sent.startswith(f"CALL {INSERT_PROCEDURE}(")
+    assert [e.after["email"] for e in read_entries(engine)] == ["a@example.com", "b@example.com"]
+    engine.dispose()
+
+
+def test_called_entries_are_queued_for_search(Sessions, pg_engine):
+    with Sessions() as s:
+        s.add(Customer(email="findme@example.com"))
+        s.commit()
+    with pg_engine.connect() as conn:
+        queued = conn.exec_driver_sql("SELECT count(*) FROM whodid_search_queue").scalar_one()
+    assert queued == 1
+    found = Auditor(pg_engine).list(q="ada@example").entries
+    assert [e.after["email"] for e in found] == ["findme@example.com"]
 
 
 def test_a_flush_before_commit_is_written_at_once(Sessions, pg_engine, statements):

@@ -20,6 +20,7 @@ from sqlalchemy.schema import DDL, CreateTable
 from whodid.errors import ConfigurationError
 from whodid.schema import (
     _POSTGRES_SEARCH,
+    _POSTGRES_WRITE,
     TABLE,
     _postgres_triggers,
     entries,
@@ -67,7 +68,7 @@ def create_partitioned(conn: Connection, months_ahead: int = 3) -> None:
         conn.exec_driver_sql(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT")
         for index in entries.indexes:
             index.create(conn, checkfirst=True)
-        for sql in [*_postgres_triggers(TABLE), *_POSTGRES_SEARCH]:
+        for sql in [*_postgres_triggers(TABLE), *_POSTGRES_SEARCH, *_POSTGRES_WRITE]:
             conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
         _protect(conn, DEFAULT)
     metadata.create_all(conn)  # checkpoints and the purge window
