@@ -71,3 +71,28 @@ def test_entry_ids_are_ulids() -> None:
         assert entry_id.startswith("log_") and len(entry_id) == 30
         assert str(ULID.from_str(entry_id[4:])) == entry_id[4:]
     assert new_entry_id() != new_entry_id()
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=4))
+def test_a_client_of_any_shape_is_stored_and_hashed_canonically(client: dict[str, Any]) -> None:
+    # The client document is encoded once per flush, through orjson where that
+    # writes json's bytes (floats, big ints and the like take json itself).
+    import hashlib
+
+    from whodid import audit_context
+    from whodid.enrich import Enricher
+
+    class Custom(Enricher):
+        def client(self, user_agent: str | None) -> dict[str, object] | None:
+            return client
+
+    try:
+        expected = canonical_json(client)
+        expected.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return  # not JSON or not UTF-8: canonical() refuses it too
+    with audit_context(user_agent="agent/1.0"):
+        [row] = Writer(Custom()).rows([Change("thing", "create", "thing", "1", after={"a": 1})])
+    assert row[ENCODED]["client"] == expected
+    content = {name: row[name] for name in CONTENT_FIELDS}
+    assert hashlib.sha256(canonical(content)).hexdigest() == row["digest"]

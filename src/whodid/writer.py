@@ -169,6 +169,12 @@ def _fast_encoded(
     return encoded, sha256(body).hexdigest()
 
 
+def _json_text(value: dict[str, Any]) -> str:
+    """``value``'s canonical JSON text, through orjson where that gives the same bytes."""
+    data = fastjson.dumps(value)
+    return canonical_json(value) if data is None else data.decode()
+
+
 _SCALAR_CONTENT = tuple(name for name in CONTENT_FIELDS if name not in JSON_COLUMNS)
 _EMPTY = orjson.Fragment(b"{}")
 
@@ -191,7 +197,7 @@ class Writer:
         stamp = iso(now)
         shared = self._context_fields(ctx)
         _bound(shared, _CONTEXT_LIMITS)
-        client = None if shared["client"] is None else canonical_json(shared["client"])
+        client = None if shared["client"] is None else _json_text(shared["client"])
         rows = []
         for change in changes:
             row = {
