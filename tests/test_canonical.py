@@ -15,6 +15,7 @@ from whodid.entry import (
     canonical_spliced,
     iso,
     new_entry_id,
+    new_entry_ids,
 )
 from whodid.writer import ENCODED, Change, Writer
 
@@ -73,6 +74,39 @@ def test_entry_ids_are_ulids() -> None:
     assert new_entry_id() != new_entry_id()
 
 
+def test_entry_ids_made_together_are_ulids_of_one_moment() -> None:
+    from ulid import ULID
+
+    before = new_entry_id()
+    ids = new_entry_ids(500)
+    assert len(set(ids)) == 500 and new_entry_ids(1)[0] not in ids
+    stamps = {str(ULID.from_str(i[4:]))[:10] for i in ids}
+    assert len(stamps) == 1  # one clock read: the same millisecond prefix
+    assert all(str(ULID.from_str(i[4:])) == i[4:] for i in ids)
+    assert before[4:14] <= ids[0][4:14]
+
+
+def test_every_change_of_a_flush_gets_its_own_digest_and_tenant() -> None:
+    # Several changes share the context's part of the digest document; each
+    # entry's digest must still be the one of its own canonical form.
+    import hashlib
+
+    from whodid import Actor, audit_context
+
+    changes = [
+        Change("thing", "create", "thing", str(i), after={"n": i}, tenant_id=f"t{i % 2}")
+        for i in range(5)
+    ]
+    changes.append(Change("thing", "update", "thing", "x", {"f": 0.5}, {"f": 1.5}))  # json path
+    with audit_context(actor=Actor.user("usr_1", "ada@example.com"), ip="203.0.113.7"):
+        rows = Writer().rows(changes)
+    assert [r["tenant_id"] for r in rows] == ["t0", "t1", "t0", "t1", "t0", None]
+    assert len({r["id"] for r in rows}) == 6
+    for row in rows:
+        content = {name: row[name] for name in CONTENT_FIELDS}
+        assert hashlib.sha256(canonical(content)).hexdigest() == row["digest"]
+
+
 @given(st.dictionaries(st.text(), json_values, max_size=4))
 def test_a_client_of_any_shape_is_stored_and_hashed_canonically(client: dict[str, Any]) -> None:
     # The client document is encoded once per flush, through orjson where that
@@ -96,3 +130,27 @@ def test_a_client_of_any_shape_is_stored_and_hashed_canonically(client: dict[str
     assert row[ENCODED]["client"] == expected
     content = {name: row[name] for name in CONTENT_FIELDS}
     assert hashlib.sha256(canonical(content)).hexdigest() == row["digest"]
+
+
+def test_context_values_of_str_subclasses_take_the_json_path() -> None:
+    # orjson is only trusted with exact types: an actor label or tenant that is
+    # a StrEnum member (any str subclass) sends the flush through json itself.
+    import enum
+    import hashlib
+
+    from whodid import Actor, audit_context
+    from whodid.context import current_context
+    from whodid.writer import _base_doc
+
+    class Name(enum.StrEnum):
+        ADA = "ada o'brien"
+        ORG = "org_1"
+
+    with audit_context(actor=Actor.user("usr_1", Name.ADA), tenant_id=Name.ORG):
+        writer = Writer()
+        assert _base_doc(writer._context_fields(current_context()), None) is None
+        rows = writer.rows([Change("thing", "create", "thing", str(i)) for i in range(2)])
+    for row in rows:
+        assert row["actor_label"] == "ada o'brien" and row["tenant_id"] == "org_1"
+        content = {name: row[name] for name in CONTENT_FIELDS}
+        assert hashlib.sha256(canonical(content)).hexdigest() == row["digest"]

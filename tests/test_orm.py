@@ -63,8 +63,8 @@ def test_entries_of_tracked_models_take_the_fast_encoding(Sessions, monkeypatch)
     results = []
     fast = writer._fast_encoded
 
-    def spy(row, client):
-        results.append(fast(row, client))
+    def spy(row, client, base):
+        results.append(fast(row, client, base))
         return results[-1]
 
     monkeypatch.setattr(writer, "_fast_encoded", spy)

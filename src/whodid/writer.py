@@ -27,7 +27,7 @@ from whodid.entry import (
     canonical_json,
     canonical_spliced,
     iso,
-    new_entry_id,
+    new_entry_ids,
     utc,
 )
 from whodid.schema import JSON_COLUMNS, entries
@@ -139,14 +139,35 @@ def _copy_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Non
             copy.write_row(_values(row, sqlite=False))
 
 
+def _base_doc(shared: dict[str, Any], client: str | None) -> dict[str, Any] | None:
+    """The part of the digest document that every change of a flush shares,
+    or None if a context field is not a type orjson writes as json does."""
+    doc = {name: shared[name] for name in _SHARED_CONTENT}
+    for value in doc.values():
+        if value.__class__ not in fastjson.SCALARS:
+            return None
+    doc["client"] = None if client is None else orjson.Fragment(client)
+    return doc
+
+
 def _fast_encoded(
-    row: dict[str, Any], client: str | None
+    row: dict[str, Any], client: str | None, base: dict[str, Any]
 ) -> tuple[dict[str, str | None], str] | None:
     """The stored JSON texts and the digest of ``row`` through orjson, or None
-    where orjson might write other bytes than json (see fastjson.py)."""
-    doc: dict[str, Any] = {name: row[name] for name in _SCALAR_CONTENT}
+    where orjson might write other bytes than json (see fastjson.py).
+
+    ``base`` is :func:`_base_doc` of the flush: only what a change sets is
+    checked and added here, once per entry.
+    """
+    doc = base.copy()
+    doc["id"] = row["id"]
+    doc["occurred_at"] = row["occurred_at"]
+    for name in _CHANGE_CONTENT:
+        value = row[name]
+        if value.__class__ not in fastjson.SCALARS:
+            return None
+        doc[name] = value
     encoded: dict[str, str | None] = {"client": client}
-    doc["client"] = None if client is None else orjson.Fragment(client)
     for name in ("metadata", "before", "after"):
         value = row[name]
         if value is None:
@@ -160,9 +181,6 @@ def _fast_encoded(
             return None
         encoded[name] = text.decode()
         doc[name] = orjson.Fragment(text)
-    for name in _SCALAR_CONTENT:
-        if doc[name].__class__ not in fastjson.SCALARS:
-            return None
     body = fastjson.encode(doc)
     if body is None:
         return None
@@ -175,7 +193,14 @@ def _json_text(value: dict[str, Any]) -> str:
     return canonical_json(value) if data is None else data.decode()
 
 
-_SCALAR_CONTENT = tuple(name for name in CONTENT_FIELDS if name not in JSON_COLUMNS)
+# The digest document's scalars: those the context gives every change of a
+# flush alike, and those each change sets (tenant_id: a change may name it).
+_CHANGE_CONTENT = ("tenant_id", "action", "feature", "operation", "entity_type", "entity_id")
+_SHARED_CONTENT = tuple(
+    name
+    for name in CONTENT_FIELDS
+    if name not in (*_CHANGE_CONTENT, "id", "occurred_at") and name not in JSON_COLUMNS
+)
 _EMPTY = orjson.Fragment(b"{}")
 
 
@@ -198,11 +223,13 @@ class Writer:
         shared = self._context_fields(ctx)
         _bound(shared, _CONTEXT_LIMITS)
         client = None if shared["client"] is None else _json_text(shared["client"])
+        base = _base_doc(shared, client)
+        ids = new_entry_ids(len(changes))
         rows = []
-        for change in changes:
+        for change, entry_id in zip(changes, ids, strict=True):
             row = {
                 **shared,
-                "id": new_entry_id(),
+                "id": entry_id,
                 "occurred_at": now,
                 "action": change.action or f"{change.feature}.{change.operation}",
                 "feature": change.feature,
@@ -219,7 +246,7 @@ class Writer:
             # Each JSON field is encoded once: the same text is stored and
             # goes into the canonical form the digest covers.
             row["occurred_at"] = stamp
-            fast = _fast_encoded(row, client)
+            fast = None if base is None else _fast_encoded(row, client, base)
             if fast is None:
                 encoded = {
                     "client": client,
