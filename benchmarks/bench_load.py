@@ -196,15 +196,21 @@ def section(
             "requests/s (median)",
             "µs / request",
             "ratio to bare (per request)",
+            "ratio to the echo floor (per request)",
             "target",
             "status",
         ],
         intro=(
             f"One uvicorn worker per contender; load: {generator}; {rounds} interleaved "
-            "rounds. Ratio: median of per-round (bare req/s / contender req/s)."
+            "rounds. Ratio: median of per-round (bare req/s / contender req/s); whodid's "
+            "ratio to the echo floor pairs it with the floor's req/s the same way."
         ),
         label_cols=["contender"],
-        figure_cols=["ratio to bare (per request)", "requests/s (median)"],
+        figure_cols=[
+            "ratio to bare (per request)",
+            "ratio to the echo floor (per request)",
+            "requests/s (median)",
+        ],
     )
     with Servers(names, pin) as servers:
         client_cpu = servers.client_cpu
@@ -243,6 +249,13 @@ def section(
         # per-request time ratio = bare throughput / contender throughput
         ratios = paired_ratios(base, rps)
         ok = median(ratios) <= TARGET_RATIO if name == "whodid" else None
+        # whodid's time over the echo alone: what whodid adds to what any
+        # middleware echoing the request id must cost.
+        over_floor = (
+            fmt_ratio(paired_ratios(results["echo_floor"], rps))
+            if name == "whodid" and "echo_floor" in results
+            else NO_TARGET
+        )
         sec.add(
             name,
             contender=label,
@@ -250,6 +263,7 @@ def section(
                 "requests/s (median)": fmt_num(median(rps), 0),
                 "µs / request": fmt_num(1e6 / median(rps), 1),
                 "ratio to bare (per request)": "1.00x" if name == "bare" else fmt_ratio(ratios),
+                "ratio to the echo floor (per request)": over_floor,
                 "target": f"<= {TARGET_RATIO:.2f}x" if name == "whodid" else NO_TARGET,
                 "status": status(ok),
             },
