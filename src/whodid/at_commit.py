@@ -105,7 +105,7 @@ class CommitRider:
                 return False
             groups.append("(" + ", ".join(literals) + ")")  # type: ignore[arg-type]
         self._listen(connection.engine)
-        self._procedure_on(connection)
+        self._learn_procedure(connection)
         held = self._held.get(connection)
         if held is None:
             self._held[connection] = groups
@@ -120,17 +120,12 @@ class CommitRider:
     def drop(self, connection: Connection) -> None:
         self._held.pop(connection, None)
 
-    def _procedure_on(self, connection: Connection) -> bool:
+    def _learn_procedure(self, connection: Connection) -> None:
+        """Ask once per DBAPI connection whether the insert procedure is there."""
         raw = connection.connection.driver_connection
-        ready = self._callable.get(raw)
-        if ready is None:
-            ready = bool(
-                connection.exec_driver_sql(
-                    PROCEDURE_EXISTS, execution_options=_NO_PARAMETERS
-                ).scalar()
-            )
-            self._callable[raw] = ready
-        return ready
+        if raw not in self._callable:
+            found = connection.exec_driver_sql(PROCEDURE_EXISTS, execution_options=_NO_PARAMETERS)
+            self._callable[raw] = bool(found.scalar())
 
     # -- engine events ----------------------------------------------------------
 

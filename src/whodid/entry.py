@@ -58,22 +58,23 @@ def new_entry_id() -> str:
     base32 digits), made here because it sits on every write: a python-ulid
     object costs twice as long.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
-    return "log_" + "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS])
+    return _entry_id((time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10)))
 
 
 def new_entry_ids(count: int) -> list[str]:
     """``count`` ids as :func:`new_entry_id` makes them, with one clock read
-    and one read of os.urandom for all (1.1 against 1.9 µs an id at 10,000)."""
-    if count == 1:
+    and one read of os.urandom for all (1.2 against 1.9 µs an id at 10,000)."""
+    if count == 1:  # most flushes: the batch's slicing and list cost 0.3 µs here
         return [new_entry_id()]
     ms = (time.time_ns() // 1_000_000) << 80
     randomness = os.urandom(10 * count)
-    ids = []
-    for at in range(0, 10 * count, 10):
-        value = ms | int.from_bytes(randomness[at : at + 10])
-        ids.append("log_" + "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS]))
-    return ids
+    return [
+        _entry_id(ms | int.from_bytes(randomness[at : at + 10])) for at in range(0, 10 * count, 10)
+    ]
+
+
+def _entry_id(value: int) -> str:
+    return "log_" + "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS])
 
 
 def utc(value: dt.datetime) -> dt.datetime:

@@ -162,7 +162,7 @@ def _fast_encoded(
     doc = base.copy()
     doc["id"] = row["id"]
     doc["occurred_at"] = row["occurred_at"]
-    for name in _CHANGE_CONTENT:
+    for name in _CHANGE_FIELDS:
         value = row[name]
         if value.__class__ not in fastjson.SCALARS:
             return None
@@ -193,13 +193,13 @@ def _json_text(value: dict[str, Any]) -> str:
     return canonical_json(value) if data is None else data.decode()
 
 
-# The digest document's scalars: those the context gives every change of a
-# flush alike, and those each change sets (tenant_id: a change may name it).
-_CHANGE_CONTENT = ("tenant_id", "action", "feature", "operation", "entity_type", "entity_id")
+# The digest document's scalars that the context gives every change of a
+# flush alike; the others are the writer's own (id, occurred_at) or a
+# change's (_CHANGE_FIELDS, tenant_id included: a change may name it).
 _SHARED_CONTENT = tuple(
     name
     for name in CONTENT_FIELDS
-    if name not in (*_CHANGE_CONTENT, "id", "occurred_at") and name not in JSON_COLUMNS
+    if name not in (*_CHANGE_FIELDS, "id", "occurred_at") and name not in JSON_COLUMNS
 )
 _EMPTY = orjson.Fragment(b"{}")
 
