@@ -263,15 +263,20 @@ class OrmCapture:
     # -- hooks --------------------------------------------------------------
 
     def before_flush(self, session: Session, flush_context: UOWTransaction, _: Any) -> None:
-        for obj in session.deleted:
+        deleted = session.deleted
+        if not deleted:
+            return
+        for obj in deleted:
             spec = self.spec_for(type(obj))
             if spec is None:
                 continue
-            state: InstanceState[Any] = inspect(obj)
-            unloaded = state.unloaded
+            # Not state.unloaded: that set spans every attribute of the class.
+            data = inspect(obj).dict
             for key, _ in spec.columns:
-                if key in unloaded:
-                    getattr(obj, key)  # loads it; the row is gone after the flush
+                if key not in data:
+                    # Loads it (and every other expired column, in one SELECT);
+                    # the row is gone after the flush.
+                    getattr(obj, key)
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         changes: list[Change] = []
@@ -345,7 +350,8 @@ class OrmCapture:
         return spec.updated(state.dict, pairs)
 
     def do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
-        if not (orm_state.is_update or orm_state.is_delete):
+        # Runs for every ORM statement, the session's own SELECTs included.
+        if not orm_state.statement.is_dml or not (orm_state.is_update or orm_state.is_delete):
             return None
         if orm_state.execution_options.get(_INTERNAL):
             return None
