@@ -18,8 +18,12 @@ audit_context carrying actor, tenant, IP, user agent and request id, as the
 middleware would provide), floor (bare plus, after each flush, the same entry
 rows whodid writes, built before the clock starts and sent through the raw
 DBAPI cursor: what the database alone charges for an audit row, the least any
-row-per-change audit log can cost), SQLAlchemy-Continuum (make_versioned; version table
-plus its transaction table), PostgreSQL-Audit (statement-level triggers into
+row-per-change audit log can cost), floor + change capture (the floor, plus
+whodid's own reading of each flushed object: its tracked columns, and the
+attribute history of an update, with active history on as whodid sets it;
+everything whodid does but building and encoding the entries),
+SQLAlchemy-Continuum (make_versioned; version table plus its transaction
+table), PostgreSQL-Audit (statement-level triggers into
 its activity table plus a transaction row with actor and client address;
 PostgreSQL only).
 """
@@ -42,6 +46,7 @@ CONTENDERS = {
     "bare": ("bare SQLAlchemy (baseline)", None),
     "whodid": ("whodid", None),
     "floor": ("floor (bare + the entry row alone)", None),
+    "capture": ("floor + change capture", None),
     "continuum": ("SQLAlchemy-Continuum", "sqlalchemy_continuum"),
     "pgaudit": ("PostgreSQL-Audit", "postgresql_audit"),
 }
@@ -103,11 +108,17 @@ class Setup:
         self.engines: dict[str, Any] = {}
         self.sessions: dict[str, Any] = {}
         self.auditor: Any = None
+        capture: Any = None
         if contender == "whodid":
             from whodid import Auditor
 
             self.auditor = Auditor()
             self.auditor.track(Item, feature="customer")
+        elif contender == "capture":
+            from whodid import Auditor
+
+            capture = Auditor().capture  # its specs and hooks, never installed
+            capture.add(capture_spec(Item))
 
         for db, url in urls.items():
             if not supports(contender, db):
@@ -128,14 +139,14 @@ class Setup:
             if self.auditor is not None:
                 self.auditor.create_all(engine)
                 self.auditor.instrument(Session)
-            if contender == "floor":
-                _install_floor(engine, Session, self.context)
+            if contender in ("floor", "capture"):
+                _install_floor(engine, Session, self.context, capture)
             self.engines[db] = engine
             self.sessions[db] = Session
         self.counter = 0
 
     def context(self) -> Any:
-        if self.contender not in ("whodid", "floor"):
+        if self.contender not in ("whodid", "floor", "capture"):
             return contextlib.nullcontext()
         from whodid import Actor, audit_context
 
@@ -205,6 +216,7 @@ class Setup:
         table = {
             "whodid": "whodid_entries",
             "floor": "whodid_entries",
+            "capture": "whodid_entries",
             "continuum": "items_version",
             "pgaudit": "activity",
         }.get(self.contender)
@@ -214,12 +226,34 @@ class Setup:
             return int(conn.execute(self.sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
-def _install_floor(engine: Any, Session: Any, context: Callable[[], Any]) -> None:
+def capture_spec(model: type[Any]) -> Any:
+    """whodid's TrackSpec of ``model``, as ``Auditor.track`` makes it."""
+    from whodid.orm import make_spec
+    from whodid.values import Redactor
+
+    return make_spec(
+        model,
+        feature="customer",
+        entity_type=None,
+        exclude=(),
+        redact=(),
+        tenant=None,
+        redactor=Redactor(),
+    )
+
+
+def _install_floor(
+    engine: Any, Session: Any, context: Callable[[], Any], capture: Any = None
+) -> None:
     """After each flush, insert one ready-made entry row per flushed object.
 
     The rows are whodid's own (Writer.rows, before the clock starts); only a
     counter makes each id unique. Sent on the flush's connection through the
     raw DBAPI cursor (COPY on PostgreSQL from 200 rows, like whodid).
+
+    With ``capture`` (an OrmCapture holding the model's spec), each flushed
+    object is first read as whodid's after_flush reads it, and the changes
+    are thrown away: the cost of capturing, without building entries.
     """
     import itertools
 
@@ -245,6 +279,8 @@ def _install_floor(engine: Any, Session: Any, context: Callable[[], Any]) -> Non
 
     def after_flush(session: Any, flush_context: Any) -> None:
         n = len(flush_context.states)
+        if capture is not None:
+            n = len(_changes(capture, flush_context))
         raw = session.connection().connection.dbapi_connection
         cursor = raw.cursor()
         try:
@@ -262,6 +298,24 @@ def _install_floor(engine: Any, Session: Any, context: Callable[[], Any]) -> Non
             cursor.close()
 
     sa.event.listen(Session, "after_flush", after_flush)
+
+
+def _changes(capture: Any, flush_context: Any) -> list[Any]:
+    """The changes whodid's after_flush takes from a flush (orm.OrmCapture)."""
+    changes = []
+    for state, (isdelete, listonly) in list(flush_context.states.items()):
+        spec = None if listonly else capture.spec_for(state.class_)
+        if spec is None:
+            continue
+        if isdelete:
+            changes.append(spec.change("delete", state.dict, before=spec.values(state)))
+        elif state.key is None:
+            changes.append(spec.change("create", state.dict, after=spec.values(state)))
+        else:
+            change = capture._update(spec, state)
+            if change is not None:
+                changes.append(change)
+    return changes
 
 
 _AFTER = {
@@ -391,7 +445,7 @@ PEERS = ("continuum", "pgaudit")
 
 def _columns(first: list[str], unit: str) -> list[str]:
     cols = [*first, f"bare {unit}"]
-    for name in ("whodid", "floor", *PEERS):
+    for name in ("whodid", "floor", "capture", *PEERS):
         label = CONTENDERS[name][0]
         cols += [f"{label} {unit}", f"{label} / bare"]
     return [*cols, f"whodid over floor {unit}", "target (whodid)", "status"]
@@ -410,7 +464,7 @@ def _cells(
 
     base = results["bare"]
     cells: dict[str, Any] = {f"bare {unit}": fmt_num(median(base) * scale, digits)}
-    for name in ("whodid", "floor", *PEERS):
+    for name in ("whodid", "floor", "capture", *PEERS):
         label = CONTENDERS[name][0]
         if name not in names:
             why = missing.get(name) or ("PostgreSQL only" if not supports(name, db) else "n/a")
@@ -480,6 +534,7 @@ def sections(
             "whodid / bare",
             "whodid µs",
             "floor (bare + the entry row alone) / bare",
+            "floor + change capture / bare",
             "whodid over floor µs",
             "SQLAlchemy-Continuum µs",
             "PostgreSQL-Audit µs",
@@ -500,6 +555,7 @@ def sections(
             "whodid / bare",
             "whodid ms",
             "floor (bare + the entry row alone) / bare",
+            "floor + change capture / bare",
             "whodid over floor ms",
         ],
     )
