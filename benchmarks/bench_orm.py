@@ -280,7 +280,7 @@ def _install_floor(
     def after_flush(session: Any, flush_context: Any) -> None:
         n = len(flush_context.states)
         if capture is not None:
-            n = len(_changes(capture, flush_context))
+            n = len(capture.changes(flush_context))
         raw = session.connection().connection.dbapi_connection
         cursor = raw.cursor()
         try:
@@ -298,24 +298,6 @@ def _install_floor(
             cursor.close()
 
     sa.event.listen(Session, "after_flush", after_flush)
-
-
-def _changes(capture: Any, flush_context: Any) -> list[Any]:
-    """The changes whodid's after_flush takes from a flush (orm.OrmCapture)."""
-    changes = []
-    for state, (isdelete, listonly) in list(flush_context.states.items()):
-        spec = None if listonly else capture.spec_for(state.class_)
-        if spec is None:
-            continue
-        if isdelete:
-            changes.append(spec.change("delete", state.dict, before=spec.values(state)))
-        elif state.key is None:
-            changes.append(spec.change("create", state.dict, after=spec.values(state)))
-        else:
-            change = capture._update(spec, state)
-            if change is not None:
-                changes.append(change)
-    return changes
 
 
 _AFTER = {

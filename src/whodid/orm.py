@@ -279,6 +279,19 @@ class OrmCapture:
                     getattr(obj, key)
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
+        changes = self.changes(flush_context)
+        if not changes:
+            return
+        connection = session.connection()
+        rows = self.writer.rows(changes)
+        if session.info.get(_COMMITTING):
+            if self.writer.write_at_commit(connection, rows):
+                session.info[_HELD_ON] = connection
+        else:
+            self.writer.write(connection, rows)
+
+    def changes(self, flush_context: UOWTransaction) -> list[Change]:
+        """The changes of tracked objects that ``flush_context`` has just written."""
         changes: list[Change] = []
         for state, (isdelete, listonly) in list(flush_context.states.items()):
             if listonly:
@@ -296,15 +309,7 @@ class OrmCapture:
                 change = self._update(spec, state)
                 if change is not None:
                     changes.append(change)
-        if not changes:
-            return
-        connection = session.connection()
-        rows = self.writer.rows(changes)
-        if session.info.get(_COMMITTING):
-            if self.writer.write_at_commit(connection, rows):
-                session.info[_HELD_ON] = connection
-        else:
-            self.writer.write(connection, rows)
+        return changes
 
     # The flush inside commit() is the last statement before the COMMIT: its
     # entries can travel with the COMMIT itself (at_commit.py).
