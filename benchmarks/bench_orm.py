@@ -117,8 +117,9 @@ class Setup:
         elif contender == "capture":
             from whodid import Auditor
 
-            capture = Auditor().capture  # its specs and hooks, never installed
-            capture.add(capture_spec(Item))
+            tracker = Auditor()
+            tracker.track(Item, feature="customer")
+            capture = tracker.capture  # its specs and hooks, never installed
 
         for db, url in urls.items():
             if not supports(contender, db):
@@ -226,22 +227,6 @@ class Setup:
             return int(conn.execute(self.sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
-def capture_spec(model: type[Any]) -> Any:
-    """whodid's TrackSpec of ``model``, as ``Auditor.track`` makes it."""
-    from whodid.orm import make_spec
-    from whodid.values import Redactor
-
-    return make_spec(
-        model,
-        feature="customer",
-        entity_type=None,
-        exclude=(),
-        redact=(),
-        tenant=None,
-        redactor=Redactor(),
-    )
-
-
 def _install_floor(
     engine: Any, Session: Any, context: Callable[[], Any], capture: Any = None
 ) -> None:
@@ -278,9 +263,8 @@ def _install_floor(
         return out
 
     def after_flush(session: Any, flush_context: Any) -> None:
-        n = len(flush_context.states)
-        if capture is not None:
-            n = len(capture.changes(flush_context))
+        states = flush_context.states
+        n = len(states) if capture is None else len(capture.changes(flush_context))
         raw = session.connection().connection.dbapi_connection
         cursor = raw.cursor()
         try:

@@ -263,10 +263,7 @@ class OrmCapture:
     # -- hooks --------------------------------------------------------------
 
     def before_flush(self, session: Session, flush_context: UOWTransaction, _: Any) -> None:
-        deleted = session.deleted
-        if not deleted:
-            return
-        for obj in deleted:
+        for obj in session.deleted:
             spec = self.spec_for(type(obj))
             if spec is None:
                 continue
