@@ -9,7 +9,9 @@ nothing and writes nothing, so what differs is the middleware alone.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.applications import Starlette
@@ -92,6 +94,7 @@ def make_noop_asgi() -> Starlette:
 
 
 _ECHO = (b"x-request-id", b"0" * 32)
+_PREFIX = b"0" * 20
 
 
 class _EchoASGI:
@@ -122,6 +125,52 @@ def make_echo_floor() -> Starlette:
     return _app(Middleware(_EchoASGI))
 
 
+_minimal_context: ContextVar[bytes | None] = ContextVar("minimal_context", default=None)
+_minimal_ids = itertools.count()
+
+
+class _MinimalContextASGI:
+    """The least a request-context middleware that keeps whodid's contract can do.
+
+    The echo floor, plus: look for the client's x-request-id (taken unchecked),
+    else make one (a fixed prefix and a counter), keep it in a context variable
+    for the request, and echo it. No resolvers, no validation, no guard against
+    the app echoing the id itself: what any middleware capturing a request id
+    into a context variable must pay.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+                break
+        if request_id is None:
+            request_id = b"%b%012x" % (_PREFIX, next(_minimal_ids))
+        echoed = (b"x-request-id", request_id)
+
+        def send_echo(message: Any) -> Any:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), echoed]}
+            return send(message)
+
+        token = _minimal_context.set(request_id)
+        try:
+            await self.app(scope, receive, send_echo)
+        finally:
+            _minimal_context.reset(token)
+
+
+def make_minimal_context() -> Starlette:
+    return _app(Middleware(_MinimalContextASGI))
+
+
 # name -> (label, factory, module needed or None)
 CONTENDERS: dict[str, tuple[str, Callable[[], Starlette], str | None]] = {
     "bare": ("bare Starlette (baseline)", make_bare, None),
@@ -137,6 +186,11 @@ CONTENDERS: dict[str, tuple[str, Callable[[], Starlette], str | None]] = {
     "echo_floor": (
         "floor: a fixed x-request-id echoed, nothing else (reference)",
         make_echo_floor,
+        None,
+    ),
+    "minimal_context": (
+        "floor: the echo + a request id in a context variable, nothing else (reference)",
+        make_minimal_context,
         None,
     ),
 }

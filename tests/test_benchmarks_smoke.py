@@ -27,9 +27,20 @@ EXPECTED = {
             "noop_base_http",
             "noop_asgi",
             "echo_floor",
+            "minimal_context",
         )
     ),
-    *(f"load/{n}" for n in ("bare", "whodid", "echo_floor", "correlation_id", "starlette_context")),
+    *(
+        f"load/{n}"
+        for n in (
+            "bare",
+            "whodid",
+            "echo_floor",
+            "minimal_context",
+            "correlation_id",
+            "starlette_context",
+        )
+    ),
     *(f"crud/{db}/{op}" for db in DBS for op in ("insert", "update", "delete")),
     *(f"bulk/{db}" for db in DBS),
     *(
