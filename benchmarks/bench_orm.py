@@ -17,8 +17,9 @@ Contenders: bare (no auditing), whodid (Auditor.track + instrument, inside an
 audit_context carrying actor, tenant, IP, user agent and request id, as the
 middleware would provide), floor (bare plus, after each flush, the same entry
 rows whodid writes, built before the clock starts and sent through the raw
-DBAPI cursor: what the database alone charges for an audit row, the least any
-row-per-change audit log can cost), floor + change capture (the floor, plus
+DBAPI cursor, or on the COMMIT as whodid sends them on psycopg: what the
+database alone charges for an audit row, the least any row-per-change audit
+log can cost), floor + change capture (the floor, plus
 whodid's own reading of each flushed object: its tracked columns, and the
 attribute history of an update, with active history on as whodid sets it;
 everything whodid does but building and encoding the entries), floor +
@@ -244,7 +245,9 @@ def _install_floor(
 
     The rows are whodid's own (Writer.rows, before the clock starts); only a
     counter makes each id unique. Sent on the flush's connection through the
-    raw DBAPI cursor (COPY on PostgreSQL from 200 rows, like whodid).
+    raw DBAPI cursor (COPY on PostgreSQL from 200 rows, like whodid), or, for
+    the flush of a commit on psycopg, on the COMMIT itself as whodid sends
+    them (at_commit.CommitRider).
 
     With ``capture`` (an OrmCapture holding the model's spec), each flushed
     object is first read as whodid's after_flush reads it, and the changes
@@ -258,7 +261,16 @@ def _install_floor(
     import sqlalchemy as sa
 
     from whodid import schema
-    from whodid.writer import _CHUNK, COPY_THRESHOLD, Change, Writer, _insert_sql, _values
+    from whodid.at_commit import CommitRider
+    from whodid.writer import (
+        _CHUNK,
+        _COLUMNS,
+        COPY_THRESHOLD,
+        Change,
+        Writer,
+        _insert_sql,
+        _values,
+    )
 
     schema.create_all(engine)
     sqlite = engine.dialect.name == "sqlite"
@@ -275,6 +287,18 @@ def _install_floor(
             out.append(values)
         return out
 
+    # On psycopg the rows of the commit's own flush ride on the COMMIT through
+    # whodid's CommitRider, as whodid's do: the floors must send their rows
+    # the cheapest way whodid knows, or they would not be floors.
+    rider = None if sqlite else CommitRider(_COLUMNS, lambda values: values)
+
+    def before_commit(session: Any) -> None:
+        session.info[_COMMITTING] = True
+
+    def after_transaction_end(session: Any, transaction: Any) -> None:
+        if transaction.parent is None:
+            session.info.pop(_COMMITTING, None)
+
     def after_flush(session: Any, flush_context: Any) -> None:
         if capture is None:
             ready = rows(len(flush_context.states))
@@ -283,7 +307,15 @@ def _install_floor(
         else:
             ready = rows(len(capture.changes(flush_context)))
         n = len(ready)
-        raw = session.connection().connection.dbapi_connection
+        connection = session.connection()
+        if (
+            rider is not None
+            and session.info.get(_COMMITTING)
+            and rider.eligible(connection)
+            and rider.hold(connection, ready)
+        ):
+            return
+        raw = connection.connection.dbapi_connection
         cursor = raw.cursor()
         try:
             if not sqlite and n >= COPY_THRESHOLD:
@@ -300,6 +332,9 @@ def _install_floor(
             cursor.close()
 
     sa.event.listen(Session, "after_flush", after_flush)
+    if rider is not None:
+        sa.event.listen(Session, "before_commit", before_commit)
+        sa.event.listen(Session, "after_transaction_end", after_transaction_end)
 
 
 def _minimal_rows(changes: list[Any], template: list[Any], sqlite: bool) -> list[list[Any]]:
@@ -365,6 +400,8 @@ def _minimal_rows(changes: list[Any], template: list[Any], sqlite: bool) -> list
         out.append(values)
     return out
 
+
+_COMMITTING = "floor_committing"
 
 _AFTER = {
     "id": 1,
