@@ -254,7 +254,7 @@ def _install_floor(
     are thrown away: the cost of capturing, without building entries.
 
     With ``minimal`` too, each change becomes the least entry the contract
-    asks for, built in the flush: see :func:`_minimal_rows`.
+    asks for, built in the flush: see :func:`_minimal_builder`.
     """
     import itertools
 
@@ -291,6 +291,7 @@ def _install_floor(
     # whodid's CommitRider, as whodid's do: the floors must send their rows
     # the cheapest way whodid knows, or they would not be floors.
     rider = None if sqlite else CommitRider(_COLUMNS, lambda values: values)
+    build = _minimal_builder(template, sqlite) if minimal else None
 
     def before_commit(session: Any) -> None:
         session.info[_COMMITTING] = True
@@ -302,8 +303,8 @@ def _install_floor(
     def after_flush(session: Any, flush_context: Any) -> None:
         if capture is None:
             ready = rows(len(flush_context.states))
-        elif minimal:
-            ready = _minimal_rows(capture.changes(flush_context), template, sqlite)
+        elif build is not None:
+            ready = build(capture.changes(flush_context))
         else:
             ready = rows(len(capture.changes(flush_context)))
         n = len(ready)
@@ -337,8 +338,8 @@ def _install_floor(
         sa.event.listen(Session, "after_transaction_end", after_transaction_end)
 
 
-def _minimal_rows(changes: list[Any], template: list[Any], sqlite: bool) -> list[list[Any]]:
-    """The least entry rows the contract allows, built from ``changes`` now.
+def _minimal_builder(template: list[Any], sqlite: bool) -> Callable[[list[Any]], list[list[Any]]]:
+    """A function making changes into the least entry rows the contract allows.
 
     Per change: a random id, one clock read, the context's fields (actor,
     tenant, passkey, IP, user agent, request id), the before and after
@@ -346,7 +347,8 @@ def _minimal_rows(changes: list[Any], template: list[Any], sqlite: bool) -> list
     orjson in one call. Nothing is bounded, checked or enriched (the client
     description and the country are the template's), so no implementation
     of whodid's entries can build them for less in Python: the floor for
-    whodid's own code.
+    whodid's own code. Everything that does not depend on the change is
+    looked up here, once.
     """
     from hashlib import sha256
 
@@ -356,49 +358,56 @@ def _minimal_rows(changes: list[Any], template: list[Any], sqlite: bool) -> list
     from whodid.writer import _COLUMNS
 
     at = {name: i for i, name in enumerate(_COLUMNS)}
+    at_before, at_after, at_time, at_digest = (
+        at[name] for name in ("before", "after", "occurred_at", "digest")
+    )
     sort = orjson.OPT_SORT_KEYS
-    ctx = current_context()
-    actor = ctx.actor
-    now = dt.datetime.now(dt.UTC)
-    stamp = now.isoformat()
-    fields = {
-        "actor_type": actor.type,
-        "actor_id": actor.id,
-        "actor_label": actor.label,
-        "tenant_id": ctx.tenant_id,
-        "passkey": ctx.passkey,
-        "ip": ctx.ip,
-        "user_agent": ctx.user_agent,
-        "request_id": ctx.request_id,
-    }
-    out = []
-    for change in changes:
-        entry_id = "log_" + os.urandom(13).hex()
-        before = None if change.before is None else orjson.dumps(change.before, option=sort)
-        after = None if change.after is None else orjson.dumps(change.after, option=sort)
-        doc = {
-            **fields,
-            "id": entry_id,
-            "occurred_at": stamp,
-            "action": f"{change.feature}.{change.operation}",
-            "feature": change.feature,
-            "operation": change.operation,
-            "entity_type": change.entity_type,
-            "entity_id": change.entity_id,
-            "before": None if before is None else orjson.Fragment(before),
-            "after": None if after is None else orjson.Fragment(after),
+    dumps, fragment, urandom, now_in = orjson.dumps, orjson.Fragment, os.urandom, dt.datetime.now
+    utc = dt.UTC
+
+    def build(changes: list[Any]) -> list[list[Any]]:
+        ctx = current_context()
+        actor = ctx.actor
+        now = now_in(utc)
+        stamp = now.isoformat()
+        stored = now.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else now
+        fields = {
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "actor_label": actor.label,
+            "tenant_id": ctx.tenant_id,
+            "passkey": ctx.passkey,
+            "ip": ctx.ip,
+            "user_agent": ctx.user_agent,
+            "request_id": ctx.request_id,
         }
-        values = list(template)
-        for name, value in doc.items():
-            values[at[name]] = value
-        values[at["before"]] = None if before is None else before.decode()
-        values[at["after"]] = None if after is None else after.decode()
-        values[at["occurred_at"]] = (
-            now.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else now
-        )
-        values[at["digest"]] = sha256(orjson.dumps(doc, option=sort)).hexdigest()
-        out.append(values)
-    return out
+        out = []
+        for change in changes:
+            before = None if change.before is None else dumps(change.before, option=sort)
+            after = None if change.after is None else dumps(change.after, option=sort)
+            doc = {
+                **fields,
+                "id": "log_" + urandom(13).hex(),
+                "occurred_at": stamp,
+                "action": f"{change.feature}.{change.operation}",
+                "feature": change.feature,
+                "operation": change.operation,
+                "entity_type": change.entity_type,
+                "entity_id": change.entity_id,
+                "before": None if before is None else fragment(before),
+                "after": None if after is None else fragment(after),
+            }
+            values = list(template)
+            for name, value in doc.items():
+                values[at[name]] = value
+            values[at_before] = None if before is None else before.decode()
+            values[at_after] = None if after is None else after.decode()
+            values[at_time] = stored
+            values[at_digest] = sha256(dumps(doc, option=sort)).hexdigest()
+            out.append(values)
+        return out
+
+    return build
 
 
 _COMMITTING = "floor_committing"
