@@ -112,3 +112,27 @@ def test_smoke_run_writes_every_row(pg_server: PostgresServer, tmp_path: Path) -
             first = row[section["columns"][0]]
             assert first and f"| {first} |" in table, (row["id"], first)
             assert all(str(row.get(c, "")) != "" for c in section["columns"]), row
+
+
+def test_a_missed_write_target_names_the_floor_that_is_over_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_orm
+
+    def verdict(**medians: float) -> str:
+        results = {name: [value] * 3 for name, value in medians.items()}
+        return bench_orm._verdict(results, list(results), 1.3, False)[1]
+
+    floors = {"bare": 100.0, "floor": 120.0, "capture": 125.0}
+    assert verdict(**floors, whodid=160.0, minimal=140.0) == (
+        "MISSED: 1.60x > 1.30x; out of reach: the entry row + capture + minimal entries alone"
+        " is 1.40x"
+    )
+    # Every floor under the target: missed, and nothing says it was out of reach.
+    assert verdict(**floors, whodid=160.0, minimal=128.0) == "MISSED: 1.60x > 1.30x"
+    # Only the database's row over it: that floor is named.
+    assert verdict(bare=100.0, floor=135.0, whodid=160.0) == (
+        "MISSED: 1.60x > 1.30x; out of reach: the entry row alone is 1.35x"
+    )
+    assert verdict(**floors, whodid=125.0, minimal=128.0) == "met"
