@@ -315,6 +315,40 @@ def test_bulk_update_and_delete_statements_one_entry_per_row(Sessions, engine):
     assert sorted(e.before["balance"] for e in deletes) == ["1.00", "2.00"]
 
 
+def test_dml_inside_select_from_statement_is_audited(Sessions, engine):
+    """select(Model).from_statement(update(...).returning(Model)) is an ORM
+    UPDATE too (SQLAlchemy 2.0.30+): it must run, and get its entries."""
+    ids = [add_customer(Sessions, balance=Decimal(i)) for i in range(2)]
+    with Sessions() as s:
+        updated = s.execute(
+            sa.select(Customer).from_statement(
+                sa.update(Customer)
+                .where(Customer.id == ids[1])
+                .values(status=Status.frozen)
+                .returning(Customer)
+            )
+        ).scalars()
+        assert [c.id for c in updated] == [ids[1]]
+        s.commit()
+    with Sessions() as s:
+        deleted = s.execute(
+            sa.select(Customer).from_statement(
+                sa.delete(Customer).where(Customer.id == ids[0]).returning(Customer)
+            )
+        ).scalars()
+        assert [c.id for c in deleted] == [ids[0]]
+        s.commit()
+    entries = read_entries(engine)
+    [update] = [e for e in entries if e.operation == "update"]
+    assert (update.entity_id, update.before, update.after) == (
+        str(ids[1]),
+        {"status": "active"},
+        {"status": "frozen"},
+    )
+    [delete] = [e for e in entries if e.operation == "delete"]
+    assert delete.entity_id == str(ids[0])
+
+
 def test_bulk_update_by_primary_key(Sessions, engine):
     ids = [add_customer(Sessions) for _ in range(2)]
     with Sessions() as s:

@@ -352,8 +352,11 @@ class OrmCapture:
         return spec.updated(state.dict, pairs)
 
     def do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
-        # Runs for every ORM statement, the session's own SELECTs included.
-        if not orm_state.statement.is_dml or not (orm_state.is_update or orm_state.is_delete):
+        # Runs for every ORM statement, the session's own SELECTs included:
+        # the statement's own flags, which ORMExecuteState.is_update and
+        # is_delete each re-read behind a property.
+        statement = orm_state.statement
+        if not (statement.is_dml and (statement.is_update or statement.is_delete)):
             return None
         if orm_state.execution_options.get(_INTERNAL):
             return None
@@ -371,6 +374,9 @@ class _BulkCapture:
         self.capture = capture
         self.spec = spec
         self.orm_state = orm_state
+        # select(Model).from_statement(update(...)) wraps the DML it runs.
+        statement = orm_state.statement
+        self.dml: Any = getattr(statement, "element", statement)
         self.session = orm_state.session
         model = spec.mapper.class_
         self.attrs = [getattr(model, key) for key, _ in spec.columns]
@@ -406,7 +412,7 @@ class _BulkCapture:
             # ORM bulk UPDATE by primary key: each parameter dict names a row.
             keys = [tuple(p[k] for k in self.spec.pk_keys) for p in params]
             return self._pk_filter(keys)
-        return self.orm_state.statement.whereclause  # type: ignore[attr-defined]
+        return self.dml.whereclause
 
     def _pk_filter(self, keys: list[tuple[Any, ...]]) -> Any:
         if len(self.pk_attrs) == 1:
