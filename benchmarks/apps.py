@@ -129,18 +129,16 @@ _minimal_context: ContextVar[bytes | None] = ContextVar("minimal_context", defau
 _minimal_ids = itertools.count()
 
 
-class _MinimalContextASGI:
+class _MinimalContextASGI(_EchoASGI):
     """The least a request-context middleware that keeps whodid's contract can do.
 
     The echo floor, plus: look for the client's x-request-id (taken unchecked),
     else make one (a fixed prefix and a counter), keep it in a context variable
     for the request, and echo it. No resolvers, no validation, no guard against
     the app echoing the id itself: what any middleware capturing a request id
-    into a context variable must pay.
+    into a context variable must pay. The echo is built as the echo floor's,
+    inline rather than shared, so neither floor pays a call the other lacks.
     """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
