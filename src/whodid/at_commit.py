@@ -13,8 +13,13 @@ sends nothing.
 Only psycopg (sync and async) on a UTF-8 connection with
 ``standard_conforming_strings`` on is eligible, because the values are
 inlined as SQL literals, whose quoting is exact under exactly those
-settings. Everything else, a flush that is not the commit's, a value with a
-NUL, and large flushes (COPY) is written at once, as before.
+settings. They are checked when the flush hands its rows over and again
+when they are sent (a ``SET`` in between could change them); rows the
+connection can no longer take as literals then go as a parameterized INSERT
+before the COMMIT. Only exact ``str`` values are quoted here (a subclass's
+``replace`` may do anything); any other value sends the rows parameterized
+too. A flush that is not the commit's and large flushes (COPY) are written
+at once, as before.
 
 Up to :data:`MAX_CALLS` rows go as one ``CALL`` each of the insert
 procedure that ``create_all`` makes (schema.INSERT_PROCEDURE): its INSERT is
@@ -59,13 +64,25 @@ def _literal(value: Any) -> str | None:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, str):
+    kind = value.__class__
+    if kind is str:
         if "\x00" in value:  # libpq would cut the query text at the NUL
             return None
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return "'" + value.isoformat() + "'::timestamptz"
+        return "'" + str.replace(value, "'", "''") + "'"
+    if kind is dt.datetime and value.tzinfo is not None:
+        return "'" + dt.datetime.isoformat(value) + "'::timestamptz"
     return None
+
+
+def _groups(rows: Sequence[Sequence[Any]]) -> list[str] | None:
+    """Each row as a parenthesised list of literals; None if any value cannot be one."""
+    groups = []
+    for row in rows:
+        literals = [_literal(v) for v in row]
+        if None in literals:
+            return None
+        groups.append("(" + ", ".join(literals) + ")")  # type: ignore[arg-type]
+    return groups
 
 
 class CommitRider:
@@ -73,9 +90,12 @@ class CommitRider:
 
     def __init__(self, columns: Sequence[str], values: Any) -> None:
         self._prefix = f"INSERT INTO {entries.name} ({', '.join(columns)}) VALUES "
+        self._placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
         self._call = f"CALL {INSERT_PROCEDURE}"
         self._values = values  # row -> list of values in column order
-        self._held: weakref.WeakKeyDictionary[Connection, list[str]] = weakref.WeakKeyDictionary()
+        self._held: weakref.WeakKeyDictionary[Connection, list[list[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
         # Per DBAPI connection (it outlives the Connection objects checked out
         # on it): whether the insert procedure is there. Asked once.
         self._callable: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -98,19 +118,16 @@ class CommitRider:
         """Keep ``rows`` for ``connection``'s COMMIT; False if they must be written now."""
         if len(rows) >= MAX_ROWS:
             return False
-        groups = []
-        for row in rows:
-            literals = [_literal(v) for v in self._values(row)]
-            if None in literals:
-                return False
-            groups.append("(" + ", ".join(literals) + ")")  # type: ignore[arg-type]
+        values = [self._values(row) for row in rows]
+        if _groups(values) is None:
+            return False
         self._listen(connection.engine)
         self._learn_procedure(connection)
         held = self._held.get(connection)
         if held is None:
-            self._held[connection] = groups
+            self._held[connection] = values
         else:
-            held += groups
+            held += values
         return True
 
     def write_held(self, connection: Connection) -> None:
@@ -142,14 +159,23 @@ class CommitRider:
         self._send(connection, "; COMMIT")
 
     def _send(self, connection: Connection, suffix: str) -> None:
-        groups = self._held.pop(connection, None)
-        if not groups:
+        values = self._held.pop(connection, None)
+        if not values:
             return
-        if len(groups) <= MAX_CALLS and self._callable.get(connection.connection.driver_connection):
-            sql = "; ".join([self._call + group for group in groups]) + suffix
-        else:
-            sql = self._prefix + ", ".join(groups) + suffix
+        groups = _groups(values) if self.eligible(connection) else None
         try:
+            if groups is None:
+                # Literals are no longer safe here: the driver quotes, and the
+                # COMMIT goes its usual way after this INSERT.
+                sql = self._prefix + ", ".join([self._placeholders] * len(values))
+                connection.exec_driver_sql(sql, tuple(v for row in values for v in row))
+                return
+            if len(groups) <= MAX_CALLS and self._callable.get(
+                connection.connection.driver_connection
+            ):
+                sql = "; ".join([self._call + group for group in groups]) + suffix
+            else:
+                sql = self._prefix + ", ".join(groups) + suffix
             connection.exec_driver_sql(sql, execution_options=_NO_PARAMETERS)
         except BaseException:
             # A failed INSERT leaves the transaction aborted (its COMMIT never

@@ -6,29 +6,33 @@ import builtins
 import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from whodid import export as _export
-from whodid import integrity, partitions, schema
 from whodid import query as _query
+from whodid import schema
 from whodid import search as _search
 from whodid.context import Actor, RequestContext, current_context
 from whodid.enrich import Enricher
 from whodid.entry import Entry, iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.orm import OrmCapture, make_spec
+from whodid.orm import OrmCapture, is_async, make_spec
 from whodid.query import ANY_TENANT, Filters, Page
 from whodid.retention import Purged, Retention, check_horizon, purge_rows
 from whodid.schema import entries
 from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.writer import Change, Writer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from whodid import export as _export
+    from whodid import integrity
 
 M = TypeVar("M", bound=type[Any])
 
@@ -42,6 +46,9 @@ class Auditor:
     read side (list, export, seal, verify, record without a session) opens a
     sync engine on the same database (asyncpg and psycopg async become
     psycopg, aiosqlite becomes sqlite3).
+
+    ``fast_paths=False`` writes every entry through SQLAlchemy Core's INSERT,
+    the reference each faster way of writing is tested against byte for byte.
     """
 
     def __init__(
@@ -52,12 +59,13 @@ class Auditor:
         geoip_db: str | os.PathLike[str] | None = None,
         signing_key: Any = None,
         retention: Retention | None = None,
-        seal_grace: dt.timedelta = integrity.DEFAULT_GRACE,
+        seal_grace: dt.timedelta | None = None,
+        fast_paths: bool = True,
     ) -> None:
         if isinstance(engine, str):
             engine = create_engine(engine)
-        if isinstance(engine, AsyncEngine):
-            engine = _sync_twin(engine)
+        if is_async(engine, "AsyncEngine"):
+            engine = _sync_twin(cast("AsyncEngine", engine))
         if engine is not None and not isinstance(engine, Engine):
             raise ConfigurationError(
                 f"Auditor() takes an SQLAlchemy Engine or a database URL, got {engine!r}"
@@ -65,10 +73,15 @@ class Auditor:
         self.engine: Engine | None = engine
         self.redactor = Redactor(redact_patterns)
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
-        self.signing_key = None if signing_key is None else integrity.load_private_key(signing_key)
+        self.signing_key = None
+        if signing_key is not None:
+            from whodid.keys import load_private_key
+
+            self.signing_key = load_private_key(signing_key)
         self.retention = retention
+        # None: integrity.DEFAULT_GRACE, looked up when sealing (cryptography loads late).
         self.seal_grace = seal_grace
-        self.writer = Writer(self.enricher)
+        self.writer = Writer(self.enricher, fast_paths=fast_paths)
         self.capture = OrmCapture(self.writer)
 
     # -- set-up ---------------------------------------------------------------
@@ -90,6 +103,8 @@ class Auditor:
         retention drops whole months; see :mod:`whodid.partitions`.
         """
         target = self._bind(bind)
+        from whodid import partitions
+
         if not partitioned:
             schema.create_all(target)
         elif isinstance(target, Connection):
@@ -187,7 +202,7 @@ class Auditor:
         without, it is committed on its own through the Auditor's engine.
         ``actor`` and ``tenant_id`` override the current context.
         """
-        if isinstance(session, AsyncSession):
+        if is_async(session, "AsyncSession"):
             raise ConfigurationError(
                 "record() is sync; with an AsyncSession use "
                 "await session.run_sync(lambda s: auditor.record(..., session=s))"
@@ -237,18 +252,22 @@ class Auditor:
         limit: int = 50,
         cursor: str | None = None,
         tenant_id: Any = ANY_TENANT,
+        labels: Mapping[str, str] | None = None,
         **filters: Any,
     ) -> Page:
         """One page of entries matching every filter given, newest first.
 
         Filters: action (one or several), feature, operation, actor_type,
         actor_id, user_id, api_key_id, entity_type, entity_id, request_id, ip,
-        q (free text over every detail field), start, end (datetimes or ISO
-        8601 strings; at most 366 days apart, the last 366 days by default).
+        q (free text over every detail field, before and after values
+        included), start, end (datetimes, dates or ISO 8601 strings; a date
+        alone as ``end`` includes that whole UTC day; at most 366 days apart,
+        the last 366 days by default). ``labels`` names the filters as the
+        caller's users know them, for error messages (``{"start": "start_date"}``).
         Pass ``page.next_cursor`` back as ``cursor`` for the next page.
         Without ``tenant_id`` every tenant is read: the HTTP API always scopes.
         """
-        spec = Filters.build(tenant_id=tenant_id, **filters)
+        spec = Filters.build(tenant_id=tenant_id, labels=labels, **filters)
         with _query.connect(self._bind()) as conn:
             return _query.list_page(conn, spec, limit=limit, cursor=cursor)
 
@@ -269,6 +288,11 @@ class Auditor:
             entry = _query.get_entry(conn, entry_id, tenant_id)
             return [] if entry is None else _query.related_entries(conn, entry, tenant_id)
 
+    def actions(self, *, tenant_id: Any = ANY_TENANT) -> builtins.list[str]:
+        """Every action name in the log (of ``tenant_id``), sorted: the choices of a filter."""
+        with _query.connect(self._bind()) as conn:
+            return _query.distinct_actions(conn, tenant_id)
+
     def export(
         self,
         fileobj: IO[str] | IO[bytes],
@@ -279,6 +303,8 @@ class Auditor:
         **filters: Any,
     ) -> int:
         """Write every matching entry (no span limit) as CSV or NDJSON; returns the count."""
+        from whodid import export as _export
+
         if format not in _export.FORMATS:
             raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
         spec = Filters.build(tenant_id=tenant_id, **filters)
@@ -309,13 +335,16 @@ class Auditor:
         Also brings the search index up to date (:meth:`index_search`), so one
         periodic job (``seal_every``) keeps both current.
         """
+        from whodid import integrity
+
         key = self._private_key()
         engine = self._engine()
+        grace = integrity.DEFAULT_GRACE if self.seal_grace is None else self.seal_grace
         checkpoint = None
         for attempt in range(5):
             try:
                 with engine.begin() as conn:
-                    checkpoint = integrity.seal(conn, key, self.seal_grace)
+                    checkpoint = integrity.seal(conn, key, grace)
                 break
             except IntegrityError:
                 # Another process sealed the same checkpoint number first.
@@ -342,6 +371,8 @@ class Auditor:
 
     def seal_every(self, seconds: float) -> integrity.Sealer:
         """Seal in a background thread every ``seconds``; call ``.stop()`` to end it."""
+        from whodid import integrity
+
         return integrity.Sealer(self.seal, seconds).start()
 
     def verify(
@@ -357,6 +388,8 @@ class Auditor:
         signed head kept outside the database (``checkpoint.head()``), which
         lets verify see checkpoints removed from the end.
         """
+        from whodid import integrity
+
         if public_key is None:
             public = self._private_key().public_key()
         else:

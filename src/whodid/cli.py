@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from whodid.auditor import Auditor
 from whodid.context import Actor
@@ -23,6 +25,7 @@ from whodid.demo import DEFAULT_DB
 from whodid.entry import iso
 from whodid.errors import WhodidError
 from whodid.query import ACTOR_TYPES, ANY_TENANT, Filters
+from whodid.schema import TABLE
 
 db_option = click.option(
     "--db",
@@ -64,13 +67,38 @@ def filter_options(fn: Any) -> Any:
         click.option("--entity-id", help="Resource id, e.g. pay_123."),
         click.option("--request-id"),
         click.option("--ip"),
-        click.option("-q", "--search", "q", help="Free text over every detail field."),
-        click.option("--since", "start", help="ISO 8601 start, e.g. 2026-03-01."),
-        click.option("--until", "end", help="ISO 8601 end."),
+        click.option(
+            "-q",
+            "--search",
+            "q",
+            help="Free text over every detail field, before and after values included.",
+        ),
+        click.option("--since", "start", help="ISO 8601 start, e.g. 2026-03-01 (UTC)."),
+        click.option(
+            "--until",
+            "end",
+            help="ISO 8601 end; a date alone includes that whole UTC day, e.g. 2026-03-31.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+# Filters field -> option, for error messages in the words of the command line.
+_LABELS = {
+    "tenant_id": "--tenant",
+    "actor_type": "--actor-type",
+    "actor_id": "--actor-id",
+    "entity_type": "--entity-type",
+    "entity_id": "--entity-id",
+    "request_id": "--request-id",
+    "action": "--action",
+    "ip": "--ip",
+    "q": "--search",
+    "start": "--since",
+    "end": "--until",
+}
 
 
 def _filters(given: dict[str, Any]) -> dict[str, Any]:
@@ -80,8 +108,39 @@ def _filters(given: dict[str, Any]) -> dict[str, Any]:
     return filters
 
 
-def _auditor(db_url: str) -> Auditor:
-    return _configured(db_url)
+def _auditor(db_url: str, **options: Any) -> Auditor:
+    """The Auditor of an audit log that exists at ``db_url``; never creates one.
+
+    SQLite creates a missing file on connect, so a mistyped or relative path
+    would otherwise become an empty database and an empty answer.
+    """
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        raise click.ClickException(
+            f"--db {db_url!r} is not a database URL, e.g. sqlite:///app.db or "
+            "postgresql+psycopg://app@localhost/app"
+        ) from None
+    init = f"`whodid init --db {db_url}` creates one"
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        path = database.removeprefix("file:").partition("?")[0]
+        if not path or path == ":memory:" or url.query.get("mode") == "memory":
+            raise click.ClickException(f"no audit log at {db_url}: it is an in-memory database")
+        if not Path(path).is_file():
+            raise click.ClickException(
+                f"no audit log at {db_url}: {Path(path).resolve()} does not exist. Point --db "
+                f"(or WHODID_DB) at the audited app's database; {init}"
+            )
+    auditor = _configured(db_url)
+    assert auditor.engine is not None
+    with _friendly(db_url), auditor.engine.connect() as conn:
+        found = sa.inspect(conn).has_table(TABLE)
+    if not found:
+        raise click.ClickException(
+            f"no audit log in {db_url}: the database has no {TABLE} table; {init}"
+        )
+    return _configured(db_url, **options) if options else auditor
 
 
 def _configured(db_url: str, **options: Any) -> Auditor:
@@ -115,7 +174,8 @@ def _friendly(db_url: str) -> Iterator[None]:
 def list_(db_url: str, limit: int, cursor: str | None, as_json: bool, **given: Any) -> None:
     """List entries, newest first."""
     with _friendly(db_url):
-        page = _auditor(db_url).list(limit=limit, cursor=cursor, **_filters(given))
+        auditor = _auditor(db_url)
+        page = auditor.list(limit=limit, cursor=cursor, labels=_LABELS, **_filters(given))
     if as_json:
         data = {"data": [e.to_dict() for e in page.entries], "next_cursor": page.next_cursor}
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -182,7 +242,7 @@ def export(db_url: str, fmt: str, output: str | None, **given: Any) -> None:
     path = output or f"audit-log.{fmt}"
     show_progress = path != "-" and sys.stderr.isatty()
     with _friendly(db_url):
-        spec = Filters.build(**filters)  # refuse bad filters before creating the file
+        spec = Filters.build(labels=_LABELS, **filters)  # refuse bad filters before the file
         total = auditor.count(**filters) if show_progress else None
         stream = click.get_binary_stream("stdout") if path == "-" else open(path, "wb")  # noqa: SIM115
         try:
@@ -239,7 +299,7 @@ def seal(db_url: str, key: str | None, head_path: str | None) -> None:
     if not key:
         raise click.ClickException("seal needs --key or WHODID_SIGNING_KEY (see whodid keygen)")
     with _friendly(db_url):
-        auditor = _configured(db_url, signing_key=key)
+        auditor = _auditor(db_url, signing_key=key)
         checkpoint = auditor.seal()
     if checkpoint is None:
         click.echo("nothing new to seal")
@@ -257,7 +317,7 @@ def seal(db_url: str, key: str | None, head_path: str | None) -> None:
 def index(db_url: str) -> None:
     """Move newly written entries into the search index (PostgreSQL; run from cron)."""
     with _friendly(db_url):
-        count = _configured(db_url).index_search()
+        count = _auditor(db_url).index_search()
     click.echo(f"indexed {count} new entries" if count else "search index up to date")
 
 
@@ -280,7 +340,7 @@ def verify(
         raise click.ClickException("verify needs --public-key (or --key)")
     head = json.loads(Path(head_path).read_text()) if head_path else None
     with _friendly(db_url):
-        auditor = _configured(db_url, signing_key=key)
+        auditor = _auditor(db_url, signing_key=key)
         total = auditor.count() if sys.stderr.isatty() and not as_json else 0
         with click.progressbar(
             length=total, label="verifying", file=sys.stderr, hidden=not total
@@ -324,7 +384,7 @@ def purge(db_url: str, key: str | None, older_than: str, tenant_id: str | None, 
         if age is None:
             raise click.BadParameter("needs a finite age", param_hint="--older-than")
         before = datetime.now(UTC) - age
-        auditor = _configured(db_url, signing_key=key)
+        auditor = _auditor(db_url, signing_key=key)
         n = auditor.count(end=before, **({"tenant_id": tenant_id} if tenant_id else {}))
         if not n:
             click.echo("nothing to purge")

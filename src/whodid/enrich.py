@@ -13,15 +13,16 @@ import ipaddress
 import os
 import threading
 from collections.abc import Callable
-from typing import Final
-
-import geoip2.database
-import geoip2.errors
-import geoip2.models
-import maxminddb
-import user_agents
+from typing import TYPE_CHECKING, Final
 
 from whodid.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import geoip2.database
+    import geoip2.models
+
+# geoip2 and user_agents (ua-parser compiles its regexes on import) are imported on first
+# use: most processes that import whodid never enrich an entry.
 
 __all__ = ["Enricher", "default_enricher"]
 
@@ -124,6 +125,8 @@ class Enricher:
         query = self._query
         if query is None:
             raise RuntimeError("the GeoIP database is closed")
+        import geoip2.errors
+
         try:
             return query(address).country.iso_code
         except geoip2.errors.AddressNotFoundError:
@@ -134,6 +137,9 @@ class Enricher:
 def _open_geoip(
     geoip_db: str | os.PathLike[str],
 ) -> tuple[geoip2.database.Reader, Callable[[_IPAddress], geoip2.models.Country]]:
+    import geoip2.database
+    import maxminddb
+
     path = os.fspath(geoip_db)
     if not os.path.exists(path):
         raise ConfigurationError(f"geoip_db {path!r} does not exist; {_GEOIP_HINT}")
@@ -203,6 +209,8 @@ def _parse_user_agent(user_agent: str) -> tuple[tuple[str, object], ...] | None:
     # A tuple, not a dict: cached values are shared between callers and must not be mutable.
     if not user_agent.strip():
         return None
+    import user_agents
+
     try:
         ua = user_agents.parse(user_agent)
         return (

@@ -44,6 +44,8 @@ CONTENT_FIELDS = (
     "after",
 )
 
+#: Every stored field in the order exports and the HTTP API list them.
+COLUMNS = (*CONTENT_FIELDS, "seq", "digest")
 
 # Two Crockford base32 digits (the ULID alphabet) per 10 bits.
 _DIGITS = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -15,12 +15,11 @@ from typing import IO, Any, Literal
 
 import sqlalchemy as sa
 
-from whodid.entry import CONTENT_FIELDS, iso
+from whodid.entry import COLUMNS, iso
 from whodid.schema import JSON_COLUMNS, entries
 
 Format = Literal["csv", "ndjson"]
 FORMATS: tuple[Format, ...] = ("csv", "ndjson")
-COLUMNS = (*CONTENT_FIELDS, "seq", "digest")
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 
 # Spreadsheets run a cell starting with one of these as a formula (OWASP's

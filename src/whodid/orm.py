@@ -14,6 +14,7 @@ Registered with ``event.listen`` on the user's session factory:
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import Column, event, inspect, select, tuple_
 from sqlalchemy.exc import NoInspectionAvailable
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
     InstanceState,
     Mapper,
@@ -113,6 +113,17 @@ class TrackSpec:
             tenant_id=self.tenant(state_dict),
             **sides,
         )
+
+
+def is_async(value: Any, *names: str) -> bool:
+    """Whether ``value`` is an instance of one of ``sqlalchemy.ext.asyncio``'s ``names``.
+
+    Looked up in ``sys.modules`` rather than imported: the asyncio extension needs
+    greenlet, which SQLAlchemy 2.1 no longer installs, and no object of its classes
+    can exist before the extension is imported.
+    """
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    return module is not None and isinstance(value, tuple(getattr(module, n) for n in names))
 
 
 def _noop(*args: Any) -> None:
@@ -235,9 +246,9 @@ class OrmCapture:
 
     @staticmethod
     def _listen_target(target: Any) -> Any:
-        if isinstance(target, AsyncSession):
+        if is_async(target, "AsyncSession"):
             return target.sync_session
-        if isinstance(target, async_sessionmaker):
+        if is_async(target, "async_sessionmaker"):
             # Give this factory its own sync Session subclass so the hooks
             # watch its sessions only, not every Session in the process.
             base = target.kw.get("sync_session_class", Session)
@@ -246,7 +257,8 @@ class OrmCapture:
             audited = type(f"Audited{base.__name__}", (base,), {"_whodid_audited": True})
             target.kw["sync_session_class"] = audited
             return audited
-        if isinstance(target, type) and issubclass(target, AsyncSession):
+        asyncio = sys.modules.get("sqlalchemy.ext.asyncio")
+        if asyncio and isinstance(target, type) and issubclass(target, asyncio.AsyncSession):
             raise ConfigurationError(
                 "instrument() cannot watch the AsyncSession class itself; pass your "
                 "async_sessionmaker(...) or an AsyncSession instance"

@@ -20,8 +20,8 @@ from sqlalchemy.schema import DDL, CreateTable
 from whodid.errors import ConfigurationError
 from whodid.schema import (
     _POSTGRES_SEARCH,
-    _POSTGRES_WRITE,
     TABLE,
+    _create_procedure,
     _postgres_triggers,
     entries,
     metadata,
@@ -68,8 +68,9 @@ def create_partitioned(conn: Connection, months_ahead: int = 3) -> None:
         conn.exec_driver_sql(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT")
         for index in entries.indexes:
             index.create(conn, checkfirst=True)
-        for sql in [*_postgres_triggers(TABLE), *_POSTGRES_SEARCH, *_POSTGRES_WRITE]:
+        for sql in [*_postgres_triggers(TABLE), *_POSTGRES_SEARCH]:
             conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
+        _create_procedure(entries, conn)
         _protect(conn, DEFAULT)
     metadata.create_all(conn)  # checkpoints and the purge window
     add_partitions(conn, months_ahead=months_ahead)

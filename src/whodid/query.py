@@ -17,9 +17,10 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -27,9 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from whodid.entry import Entry, iso, utc
+from whodid.entry import COLUMNS, Entry, iso, utc
 from whodid.errors import InvalidQuery
-from whodid.export import COLUMNS
 from whodid.schema import JSON_COLUMNS, entries
 from whodid.search import Matches
 
@@ -69,15 +69,33 @@ class Filters:
     start: dt.datetime | None = None
     end: dt.datetime | None = None
 
+    #: How the caller names each filter in messages (HTTP says start_date, the CLI --since).
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
     @classmethod
-    def build(cls, **given: Any) -> Filters:
-        names = {f.name for f in fields(cls)}
+    def build(cls, *, labels: Mapping[str, str] | None = None, **given: Any) -> Filters:
+        """Check ``given`` and return its Filters.
+
+        Args:
+            labels: the caller's names of the filters, used in error messages
+                (``{"start": "start_date"}``).
+            **given: filter values; see :meth:`whodid.Auditor.list`.
+
+        Raises:
+            InvalidQuery: a filter is unknown or its value is not usable.
+        """
+        labels = dict(labels or {})
+
+        def label(name: str) -> str:
+            return labels.get(name, name)
+
+        names = {f.name for f in fields(cls)} - {"labels"}
         unknown = sorted(set(given) - names)
         if unknown:
             raise InvalidQuery(
                 f"unknown filter {', '.join(unknown)}; known filters: {', '.join(sorted(names))}"
             )
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"labels": labels}
         for name, value in given.items():
             if value is None or (name == "tenant_id" and value is ANY_TENANT):
                 values[name] = value
@@ -87,22 +105,24 @@ class Filters:
                 elif isinstance(value, list | tuple | set | frozenset):
                     actions = list(value)
                 else:
-                    raise InvalidQuery("action must be a string or a list of strings")
-                values[name] = tuple(_text("action", a) for a in actions if a)
+                    raise InvalidQuery(f"{label(name)} must be a string or a list of strings")
+                values[name] = tuple(_text(label(name), a) for a in actions if a)
             elif name in ("start", "end"):
-                values[name] = _datetime(name, value)
-            elif name == "tenant_id":
-                values[name] = _text(name, value)
+                values[name] = _datetime(label(name), value, end_of_day=name == "end")
+            elif name == "ip":
+                values[name] = _ip(label(name), value)
             else:
-                values[name] = _text(name, value)
+                values[name] = _text(label(name), value)
         filters = cls(**values)
         if filters.actor_type is not None and filters.actor_type not in ACTOR_TYPES:
             raise InvalidQuery(
-                f"actor_type {filters.actor_type!r} is not one of {', '.join(ACTOR_TYPES)}"
+                f"{label('actor_type')} {filters.actor_type!r} is not one of "
+                f"{', '.join(ACTOR_TYPES)}"
             )
         if filters.start and filters.end and filters.end < filters.start:
             raise InvalidQuery(
-                f"the range ends ({iso(filters.end)}) before it starts ({iso(filters.start)})"
+                f"the range ends ({label('end')} {iso(filters.end)}) before it starts "
+                f"({label('start')} {iso(filters.start)})"
             )
         return filters
 
@@ -114,7 +134,8 @@ class Filters:
         if end - start > MAX_SPAN:
             raise InvalidQuery(
                 f"a list query spans at most 366 days, this one spans {(end - start).days}; "
-                "narrow start/end, or use export for longer ranges"
+                f"narrow {self.labels.get('start', 'start')}/{self.labels.get('end', 'end')}, "
+                "or use export for longer ranges"
             )
         return start, end
 
@@ -152,7 +173,7 @@ class Filters:
         return where
 
     def fingerprint(self) -> str:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "labels"}
         data["tenant_id"] = "*" if self.tenant_id is ANY_TENANT else self.tenant_id
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -161,6 +182,8 @@ class Filters:
         """The filters given, JSON-ready (for the export's own audit entry)."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if f.name == "labels":
+                continue
             value = getattr(self, f.name)
             if value is None or value is ANY_TENANT or value == ():
                 continue
@@ -189,14 +212,50 @@ _EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 
-def _datetime(name: str, value: Any) -> dt.datetime:
+def _ip(name: str, value: Any) -> str:
+    text = _text(name, value)
+    try:
+        # The form the middleware stores: compressed, lower-case, IPv4 unmapped.
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise InvalidQuery(
+            f"{name} {text[:40]!r} is not an IP address, e.g. 203.0.113.7 or 2001:db8::1"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def _datetime(name: str, value: Any, *, end_of_day: bool = False) -> dt.datetime:
+    """``value`` as an aware UTC datetime.
+
+    A date without a time (``2026-03-31`` or a ``date``) is that UTC day: its
+    first instant as a start, its last as an end, so an end date is inclusive.
+    """
     try:
         parsed = _parse_datetime(name, value)
+        if end_of_day and _is_date_only(value):
+            parsed += _DAY - dt.timedelta(microseconds=1)
     except OverflowError:
         parsed = _LATEST + MAX_SPAN  # fails the range check below
     if not _EARLIEST <= parsed <= _LATEST:
         raise InvalidQuery(f"{name} must lie between 1970 and 9000, got {str(value)[:40]!r}")
     return parsed
+
+
+_DAY = dt.timedelta(days=1)
+
+
+def _is_date_only(value: Any) -> bool:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_datetime(name: str, value: Any) -> dt.datetime:
@@ -372,6 +431,24 @@ def related_entries(
         .limit(limit)
     )
     return [Entry.from_row(r) for r in conn.execute(stmt).mappings()]
+
+
+# A workspace has tens of event names, not thousands; the cap only bounds the
+# answer if an application puts ids into action names by mistake.
+MAX_ACTIONS = 1000
+
+
+def distinct_actions(conn: Connection, tenant_id: Any) -> list[str]:
+    """Every action name the tenant's log holds, sorted (at most MAX_ACTIONS)."""
+    c = entries.c
+    stmt = (
+        sa.select(c.action)
+        .where(*Filters(tenant_id=tenant_id).conditions())
+        .distinct()
+        .order_by(c.action)
+        .limit(MAX_ACTIONS)
+    )
+    return [str(action) for action in conn.execute(stmt).scalars()]
 
 
 def connect(bind: Engine | Connection) -> Any:

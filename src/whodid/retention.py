@@ -13,17 +13,18 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Connection
 
 from whodid import partitions
 from whodid.entry import iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.integrity import latest_checkpoint, leaf_bytes, make_checkpoint
 from whodid.schema import entries, purge_window
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dwy])\s*$")
 # A year of retention must never be a day short, so a "year" is 366 days.
@@ -130,6 +131,8 @@ def purge_rows(
     conn.execute(sa.delete(purge_window).where(purge_window.c.id == window_id))
     number = None
     if private is not None:
+        from whodid.integrity import latest_checkpoint, leaf_bytes, make_checkpoint
+
         previous = latest_checkpoint(conn)
         leaves = b"".join(leaf_bytes(r.seq, r.occurred_at, r.digest) for r in doomed)
         checkpoint = make_checkpoint(

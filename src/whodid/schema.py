@@ -30,8 +30,6 @@ from sqlalchemy import (
     literal_column,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import DDL
 from sqlalchemy.types import TypeDecorator
@@ -61,10 +59,26 @@ class _SQLiteJSON(TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
+class _PostgresJSONB(TypeDecorator[Any]):
+    """JSONB on PostgreSQL, named without importing the PostgreSQL dialect.
+
+    The dialect is loaded by whoever connects to PostgreSQL; importing it with
+    whodid would cost every other app its import time.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return dialect.type_descriptor(JSONB(none_as_null=True))
+
+
 # none_as_null: a missing side is SQL NULL, not the JSON text "null".
 _json = (
     JSON(none_as_null=True)
-    .with_variant(JSONB(none_as_null=True), "postgresql")
+    .with_variant(_PostgresJSONB(), "postgresql")
     .with_variant(_SQLiteJSON(), "sqlite")
 )
 
@@ -198,6 +212,8 @@ SEARCHED = (
     "entity_id",
     "action",
     "metadata",
+    "before",
+    "after",
 )
 
 
@@ -208,7 +224,7 @@ def search_text(table: Any = entries) -> Any:
     joined: Any = None
     for name in SEARCHED:
         column: Any = table.c[name]
-        part = func.coalesce(cast(column, Text) if name == "metadata" else column, empty)
+        part = func.coalesce(cast(column, Text) if name in JSON_COLUMNS else column, empty)
         joined = part if joined is None else joined.op("||")(space).op("||")(part)
     return func.lower(joined, type_=Text)
 
@@ -221,6 +237,9 @@ def search_text(table: Any = entries) -> Any:
 # search the indexed table plus whatever is still queued, so q finds an entry
 # from the moment it commits.
 SEARCH = "whodid_search"
+# Stored as the search table's comment; a log indexed under another version
+# (other fields in SEARCHED) is indexed again by create_all.
+SEARCH_VERSION = "whodid search text v2: before and after included"
 SEARCH_QUEUE = "whodid_search_queue"
 search_metadata = MetaData()  # created on PostgreSQL only, by the DDL below
 search_table = Table(
@@ -245,6 +264,7 @@ _POSTGRES_SEARCH = [
         RAISE NOTICE 'whodid: no pg_trgm (needs CREATE on the database); q will scan';
     END $$""",
     f"CREATE TABLE IF NOT EXISTS {SEARCH} (seq BIGINT PRIMARY KEY, text TEXT NOT NULL)",
+    f"COMMENT ON TABLE {SEARCH} IS '{SEARCH_VERSION}'",
     f"CREATE TABLE IF NOT EXISTS {SEARCH_QUEUE} (lo BIGINT NOT NULL, hi BIGINT NOT NULL)",
     f"ANALYZE {SEARCH_QUEUE}",  # known empty, not guessed at thousands of rows (search.py)
     f"""CREATE OR REPLACE FUNCTION whodid_queue_search() RETURNS trigger
@@ -277,8 +297,7 @@ _POSTGRES_SEARCH = [
 INSERT_PROCEDURE = "whodid_insert_entry_v1"
 
 
-def _insert_procedure() -> str:
-    dialect = PGDialect()  # type: ignore[no-untyped-call]
+def _insert_procedure(dialect: Any) -> str:
     columns = [c for c in entries.columns if c.name != "seq"]
     params = ", ".join(f"p_{c.name} {c.type.compile(dialect=dialect)}" for c in columns)
     names = ", ".join(c.name for c in columns)
@@ -290,7 +309,10 @@ def _insert_procedure() -> str:
         END $$"""
 
 
-_POSTGRES_WRITE = [_insert_procedure()]
+def _create_procedure(target: Any, connection: Connection, **kw: Any) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(DDL(_insert_procedure(connection.dialect)))  # type: ignore[no-untyped-call]
+
 
 for _sql in _SQLITE_CHECKPOINT_TRIGGERS:
     event.listen(checkpoints, "after_create", DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
@@ -298,9 +320,10 @@ for _sql in _postgres_triggers(CHECKPOINTS):
     event.listen(checkpoints, "after_create", DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 for _sql in _SQLITE_TRIGGERS:
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
-for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH + _POSTGRES_WRITE:
+for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH:
     # DDL() formats its text with %, hence the %% for plpgsql placeholders.
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
+event.listen(entries, "after_create", _create_procedure)
 
 
 def create_all(bind: Engine | Connection) -> None:
@@ -330,16 +353,22 @@ PROCEDURE_EXISTS = (
 
 def _ensure_procedure(conn: Connection) -> None:
     if not conn.exec_driver_sql(PROCEDURE_EXISTS).scalar():
-        for sql in _POSTGRES_WRITE:
-            conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
+        _create_procedure(entries, conn)
 
 
 def _ensure_search(conn: Connection) -> None:
-    if not sa_inspect(conn).has_table(SEARCH):
-        for sql in _POSTGRES_SEARCH:
-            conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
-        # Queue what the log already holds, so q keeps finding all of it.
-        conn.exec_driver_sql(
-            f"INSERT INTO {SEARCH_QUEUE} (lo, hi) SELECT min(seq), max(seq) FROM {TABLE} "
-            "HAVING count(*) > 0"
-        )
+    if sa_inspect(conn).has_table(SEARCH):
+        version = conn.exec_driver_sql(
+            f"SELECT obj_description('{SEARCH}'::regclass, 'pg_class')"
+        ).scalar()
+        if version == SEARCH_VERSION:
+            return
+        # Text made under another version misses fields q now searches.
+        conn.exec_driver_sql(f"TRUNCATE {SEARCH}, {SEARCH_QUEUE}")
+    for sql in _POSTGRES_SEARCH:
+        conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
+    # Queue what the log already holds, so q keeps finding all of it.
+    conn.exec_driver_sql(
+        f"INSERT INTO {SEARCH_QUEUE} (lo, hi) SELECT min(seq), max(seq) FROM {TABLE} "
+        "HAVING count(*) > 0"
+    )

@@ -4,6 +4,18 @@ An audit entry must say exactly what a value was: ``Decimal("10.10")`` stays
 the string ``"10.10"`` (never the float 10.1), datetimes keep their offset,
 bytes are kept as base64 under a marker key. A value nothing can represent is
 replaced by a marker naming its type, so the entry is still written.
+
+Markers (objects whose first key starts with ``$``):
+
+- ``{"$base64": ...}``: bytes;
+- ``{"$escaped": ...}``: a string holding a NUL or a lone surrogate, which
+  PostgreSQL's JSONB or SQLite's UTF-8 text would refuse; the value is the
+  string's ASCII JSON form without the quotes (``json.loads('"' + v + '"')``
+  gives it back exactly). A dict key like that becomes ``"$escaped:" + v``;
+- ``{"$unserializable": type, "repr": first 200 characters, "sha256": of the
+  whole repr, "why": ...}``: a value no JSON can hold, or nested deeper than
+  :data:`MAX_DEPTH`. The digest makes two such values differ whenever their
+  reprs do, so a change past the cut still writes an entry.
 """
 
 from __future__ import annotations
@@ -11,6 +23,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
+import hashlib
+import json
 import math
 import re
 import uuid
@@ -22,15 +36,30 @@ from whodid.fastjson import SCALARS
 
 REDACTED = "[REDACTED]"
 DEFAULT_REDACT_PATTERNS = ("password", "secret", "token", "api_key", "ssn", "card_number")
-MAX_DEPTH = 32
+#: Deeper than what either database's JSON or Python's own encoder is sure to
+#: take; far deeper than real column values.
+MAX_DEPTH = 200
 
 
 def to_json(value: Any, _depth: int = 0) -> Any:
-    """``value`` as data made of dict, list, str, int, float, bool and None."""
+    """``value`` as data made of dict, list, str, int, float, bool and None.
+
+    Every str in the result is an exact ``str`` that both databases store as
+    it is (see :func:`storable`); bool and int subclasses become bool and int.
+    """
     # Most column values: an exact type look-up is half the cost of isinstance()
     # of a union, and this runs for every tracked column of every change.
-    if value.__class__ in SCALARS or isinstance(value, bool | int | str):
+    cls = value.__class__
+    if cls is str:
+        return value if storable(value) else {"$escaped": _escape(value)}
+    if cls in SCALARS:  # int, bool, None
         return value
+    if isinstance(value, str):  # a subclass (markupsafe.Markup): its own methods may differ
+        return to_json(str.__str__(value), _depth)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and not isinstance(value, enum.Enum):
+        return int(value)
     if isinstance(value, float):
         return _float(value)
     if isinstance(value, Decimal):
@@ -51,7 +80,7 @@ def to_json(value: Any, _depth: int = 0) -> Any:
     if _depth >= MAX_DEPTH:
         return _unserializable(value, "nested too deeply")
     if isinstance(value, Mapping):
-        return {str(k): to_json(v, _depth + 1) for k, v in value.items()}
+        return {_key(k): to_json(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
         return [to_json(v, _depth + 1) for v in items]
@@ -72,12 +101,65 @@ def _float(value: float) -> float | int | str:
     return value
 
 
+def storable(text: str) -> bool:
+    """Whether both databases store ``text`` as it is: no NUL (PostgreSQL's text
+    and JSONB refuse it) and no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escape(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+def _key(key: Any) -> str:
+    text: str = key if key.__class__ is str else _exact(key)
+    return text if storable(text) else "$escaped:" + _escape(text)
+
+
+def plain_text(value: Any) -> str | None:
+    """``value`` for a text column of an entry: an exact str both databases store.
+
+    NUL and lone surrogates are written as the escapes ``\\u0000`` /
+    ``\\udc80``; everything else is kept as it is.
+    """
+    if value is None:
+        return None
+    text: str = value if value.__class__ is str else _exact(value)
+    if storable(text):
+        return text
+    return "".join(f"\\u{ord(c):04x}" if _unstorable(c) else c for c in text)
+
+
+def _exact(value: Any) -> str:
+    return str.__str__(value) if isinstance(value, str) else str(value)
+
+
+def _unstorable(char: str) -> bool:
+    return char == "\x00" or "\ud800" <= char <= "\udfff"
+
+
 def _unserializable(value: Any, why: str = "not JSON-serialisable") -> dict[str, str]:
     try:
         text = repr(value)
     except Exception:  # a broken __repr__ must not lose the entry
         text = "<repr failed>"
-    return {"$unserializable": type(value).__qualname__, "repr": text[:200], "why": why}
+    if not storable(text):
+        text = _escape(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return {
+        "$unserializable": plain_text(type(value).__qualname__) or "",
+        "repr": text[:200],
+        "sha256": digest,
+        "why": why,
+    }
 
 
 class Redactor:

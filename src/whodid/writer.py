@@ -32,7 +32,7 @@ from whodid.entry import (
     utc,
 )
 from whodid.schema import JSON_COLUMNS, entries
-from whodid.values import to_json
+from whodid.values import plain_text, storable, to_json
 
 
 @dataclass(slots=True)
@@ -66,10 +66,14 @@ _CONTEXT_LIMITS = [(name, limit) for name, limit in _LIMITS.items() if name not 
 
 
 def _bound(row: dict[str, Any], limits: Iterable[tuple[str, int]]) -> None:
+    """Make every text field an exact, storable str within its column's length."""
     for name, limit in limits:
         value = row[name]
-        if isinstance(value, str) and len(value) > limit:
-            row[name] = value[:limit]
+        if value is None:
+            continue
+        if value.__class__ is not str or not storable(value):
+            value = plain_text(value)
+        row[name] = value[:limit] if len(value) > limit else value
 
 
 #: Key under which a row from Writer.rows carries its JSON fields as stored text.
@@ -244,8 +248,18 @@ _EMPTY = orjson.Fragment(b"{}")
 
 
 class Writer:
-    def __init__(self, enricher: Enricher | None = None) -> None:
+    """Turns changes into entry rows and inserts them on the caller's connection.
+
+    Args:
+        enricher: GeoIP and user-agent lookups (default: user agents only).
+        fast_paths: False sends every row through SQLAlchemy Core's INSERT, the
+            reference the faster ways (a ready-made INSERT, COPY, riding on
+            the COMMIT) must match byte for byte.
+    """
+
+    def __init__(self, enricher: Enricher | None = None, *, fast_paths: bool = True) -> None:
         self.enricher = enricher
+        self.fast_paths = fast_paths
         self.rider = CommitRider(_COLUMNS, lambda row: _values(row, sqlite=False))
 
     def rows(
@@ -336,7 +350,12 @@ class Writer:
     def write_at_commit(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
         """Hand the rows of a commit's flush to that COMMIT where the driver allows
         (see at_commit.py); otherwise write them now. True if they were held."""
-        if rows and self.rider.eligible(connection) and self.rider.hold(connection, rows):
+        if (
+            rows
+            and self.fast_paths
+            and self.rider.eligible(connection)
+            and self.rider.hold(connection, rows)
+        ):
             return True
         self.write(connection, rows)
         return False
@@ -345,7 +364,11 @@ class Writer:
         if not rows:
             return
         dialect = connection.dialect
-        if len(rows) >= COPY_THRESHOLD and dialect.driver == "psycopg":
+        if not self.fast_paths:
+            connection.execute(
+                _INSERT, [{k: v for k, v in r.items() if k != ENCODED} for r in rows]
+            )
+        elif len(rows) >= COPY_THRESHOLD and dialect.driver == "psycopg":
             _copy_rows(connection, rows)
         elif dialect.name in ("sqlite", "postgresql") and dialect.paramstyle in _PLACEHOLDERS:
             # A ready-made INSERT with the JSON already in canonical text:
@@ -359,7 +382,9 @@ class Writer:
                 for row in chunk:
                     params += _values(row, sqlite)
                 statements.append((_insert_sql(dialect.paramstyle, len(chunk)), tuple(params)))
-            if _unobserved(connection):
+            # The raw cursor skips SQLAlchemy's autobegin: only inside a
+            # transaction the Connection already knows of.
+            if _unobserved(connection) and connection.in_transaction():
                 _execute_raw(connection, statements)
             else:
                 for sql, parameters in statements:

@@ -21,7 +21,6 @@ from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.errors import InvalidQuery
 from whodid.web.dashboard import Dashboard, static_assets
-from whodid.web.facets import Facets
 from whodid.web.openapi import openapi_document
 
 log = logging.getLogger("whodid.web")
@@ -45,6 +44,8 @@ FILTER_PARAMS = {
     "start_date": "start",
     "end_date": "end",
 }
+#: Filters field -> query parameter, for error messages in the caller's words.
+LABELS = {name: param for param, name in FILTER_PARAMS.items() if name != param}
 PAGE_PARAMS = ("limit", "cursor")
 EXPORT_CHUNK = 500
 
@@ -99,6 +100,12 @@ class AuditAPI:
                 f"unknown parameter {', '.join(unknown)}; "
                 f"known: {', '.join([*FILTER_PARAMS, *allowed])}"
             )
+        # Every parameter but action takes one value: a repeated one is refused
+        # rather than silently read as its first or last occurrence.
+        for param in (*FILTER_PARAMS, *allowed):
+            count = len(params.getlist(param))
+            if count > 1 and param != "action":
+                raise InvalidQuery(f"{param} was given {count} times; give it once")
         given: dict[str, Any] = {"tenant_id": _field(viewer, "tenant_id")}
         for param, name in FILTER_PARAMS.items():
             values = params.getlist(param)
@@ -106,8 +113,6 @@ class AuditAPI:
                 continue
             if param == "action":
                 given[name] = [a for v in values for a in v.split(",") if a]
-            elif len(values) > 1:
-                raise InvalidQuery(f"{param} was given {len(values)} times; give it once")
             else:
                 given[name] = values[0]
         return given
@@ -126,14 +131,23 @@ class AuditAPI:
             ) from None
         cursor = request.query_params.get("cursor")
         page = await run_in_threadpool(
-            lambda: self.auditor.list(limit=limit, cursor=cursor, **given)
+            lambda: self.auditor.list(limit=limit, cursor=cursor, labels=LABELS, **given)
         )
         return JSONResponse(
             {"data": [e.to_dict() for e in page.entries], "next_cursor": page.next_cursor}
         )
 
+    async def actions(self, request: Request) -> Response:
+        """The action names of the viewer's log, for the dashboard's filter."""
+        viewer = await self.viewer(request)
+        _no_params(request)
+        tenant = _field(viewer, "tenant_id")
+        names = await run_in_threadpool(lambda: self.auditor.actions(tenant_id=tenant))
+        return JSONResponse({"data": names})
+
     async def detail(self, request: Request) -> Response:
         viewer = await self.viewer(request)
+        _no_params(request)
         entry_id = request.path_params["entry_id"]
         tenant = _field(viewer, "tenant_id")
         entry = await run_in_threadpool(lambda: self.auditor.get(entry_id, tenant_id=tenant))
@@ -148,7 +162,7 @@ class AuditAPI:
         if format not in _export.FORMATS:
             return error(404, "not_found", "exports are export.csv or export.ndjson")
         given = self.filters(request, viewer, ())
-        spec = _query.Filters.build(**given)  # bad input is a 400 before streaming starts
+        spec = _query.Filters.build(labels=LABELS, **given)  # a 400 before streaming starts
         filename = f"audit-log.{format}"
         return StreamingResponse(
             self._export_lines(spec, format, viewer),
@@ -189,6 +203,12 @@ class AuditAPI:
         return JSONResponse(openapi_document(str(request.base_url).rstrip("/")))
 
 
+def _no_params(request: Request) -> None:
+    if request.query_params:
+        names = ", ".join(sorted(set(request.query_params)))
+        raise InvalidQuery(f"unknown parameter {names}; this endpoint takes none")
+
+
 async def _invalid(request: Request, exc: Exception) -> Response:
     return error(400, "invalid_request", str(exc))
 
@@ -217,14 +237,13 @@ def audit_app(auditor: Auditor, *, authorize: Authorize, timezone: str = "UTC") 
     """
     api = AuditAPI(auditor, authorize)
     dashboard = Dashboard(default_timezone=timezone)
-    facets = Facets(auditor, viewer=api.viewer, tenant_of=lambda v: _field(v, "tenant_id"))
     routes = [
         # The page itself is public: it holds no data, and must load to explain a 401/403.
         Route("/", dashboard.page),
         Mount("/static", app=static_assets(), name="static"),
         Route("/audit-logs", api.list),
         # Before {entry_id}, which would otherwise take "actions" for an id.
-        Route("/audit-logs/actions", facets.actions),
+        Route("/audit-logs/actions", api.actions),
         Route("/audit-logs/export.{format}", api.export),
         Route("/audit-logs/{entry_id}", api.detail),
         Route("/openapi.json", api.openapi),

@@ -16,9 +16,10 @@ _STRING_FILTERS = {
     "entity_type": "Type of the affected resource, e.g. `payment`.",
     "entity_id": "Id of the affected resource, e.g. `pay_123`.",
     "request_id": "Every entry of one request.",
-    "ip": "Client IP address.",
-    "q": "Free text over every detail field: actor label or email, IP, request id, "
-    "user agent, entity id, metadata. Case-insensitive for ASCII letters.",
+    "ip": "Client IP address, e.g. `203.0.113.7` or `2001:db8::1`.",
+    "q": "Free text over every detail field: actor id and label or email, IP, request id, "
+    "user agent, entity type and id, action, metadata, and the before and after values. "
+    "Case-insensitive for ASCII letters.",
 }
 
 
@@ -43,12 +44,13 @@ def _filter_params() -> list[dict[str, Any]]:
         _param(
             "start_date",
             {"type": "string", "format": "date-time"},
-            "ISO 8601 start of the range (inclusive).",
+            "ISO 8601 start of the range (inclusive); a date alone starts at its UTC midnight.",
         ),
         _param(
             "end_date",
             {"type": "string", "format": "date-time"},
-            "ISO 8601 end of the range (inclusive). Lists span at most 366 days.",
+            "ISO 8601 end of the range (inclusive); a date alone (`2026-03-31`) includes that "
+            "whole UTC day. Lists span at most 366 days.",
         ),
     ]
     params += [

@@ -1,0 +1,88 @@
+"""What a user gets from `pip install whodid` with no extras, checked in its own venv.
+
+Run by .ci/install-check with the fresh venv's python, from an empty directory:
+  python check_install.py bare   every module imports; an ORM change is audited,
+                                  listed, exported, sealed and verified on SQLite
+  python check_install.py demo URL
+                                  the demo at URL answers its pages and API
+"""
+
+import importlib
+import io
+import json
+import pkgutil
+import sys
+import time
+import urllib.request
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def bare() -> None:
+    import whodid
+
+    names = sorted(m.name for m in pkgutil.walk_packages(whodid.__path__, "whodid."))
+    for name in names:
+        importlib.import_module(name)
+    print(f"imported {len(names)} modules")
+
+    from whodid import Actor, Auditor, audit_context
+    from whodid.keys import generate_key_pair
+
+    private, public = generate_key_pair("audit.pem")
+    engine = sa.create_engine("sqlite:///bare.db")
+    auditor = Auditor(engine, signing_key=private)
+    auditor.create_all()
+
+    class Base(DeclarativeBase):
+        pass
+
+    @auditor.track(feature="customer")
+    class Customer(Base):
+        __tablename__ = "customers"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str]
+
+    Base.metadata.create_all(engine)
+    Session = auditor.instrument(sessionmaker(engine))
+    with audit_context(actor=Actor.user("usr_1", label="ada@example.com"), tenant_id="org_1"):
+        with Session.begin() as session:
+            session.add(Customer(id=1, email="ada@example.com"))
+    page = auditor.list(action="customer.create")
+    assert [e.actor_label for e in page.entries] == ["ada@example.com"], page
+    out = io.StringIO()
+    assert auditor.export(out, "csv") == 1
+    assert auditor.seal() is not None
+    report = auditor.verify(public)
+    assert report.ok, report.problems
+    print("audited, listed, exported, sealed and verified one change")
+
+
+def demo(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/", timeout=5) as r:
+                assert r.status == 200
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(url + "/signin/usr_ada", timeout=5) as r:
+        assert r.status == 200
+    with opener.open(url + "/audit/audit-logs", timeout=5) as r:
+        data = json.load(r)["data"]
+    assert data and all(e["tenant_id"] == "org_acme" for e in data), data[:1]
+    with opener.open(url + "/audit/", timeout=5) as r:
+        assert b"<html" in r.read().lower()
+    print(f"demo answered: {len(data)} entries for usr_ada")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "bare":
+        bare()
+    else:
+        demo(sys.argv[2])
