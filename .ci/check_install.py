@@ -46,9 +46,9 @@ def bare() -> None:
 
     Base.metadata.create_all(engine)
     Session = auditor.instrument(sessionmaker(engine))
-    with audit_context(actor=Actor.user("usr_1", label="ada@example.com"), tenant_id="org_1"):
-        with Session.begin() as session:
-            session.add(Customer(id=1, email="ada@example.com"))
+    ada = Actor.user("usr_1", label="ada@example.com")
+    with audit_context(actor=ada, tenant_id="org_1"), Session.begin() as session:
+        session.add(Customer(id=1, email="ada@example.com"))
     page = auditor.list(action="customer.create")
     assert [e.actor_label for e in page.entries] == ["ada@example.com"], page
     out = io.StringIO()
