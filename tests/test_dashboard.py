@@ -49,6 +49,8 @@ def screenshot(page: Any, name: str, tmp_path: Path) -> None:
     target = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     page.screenshot(path=str(target / name))
     assert (target / name).stat().st_size > 0
+
+
 API_KEY = {"Authorization": "Bearer sk_live_acme_4f9a2c"}
 MAC_CHROME = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
