@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
-import sqlalchemy as sa
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +23,6 @@ from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.orm import OrmCapture, is_async, make_spec
 from whodid.query import ANY_TENANT, Filters, Page
 from whodid.retention import Purged, Retention, check_horizon, purge_rows
-from whodid.schema import entries
 from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.writer import Change, Writer
 
@@ -95,23 +93,45 @@ class Auditor:
         return bind
 
     def create_all(
-        self, bind: Engine | Connection | None = None, *, partitioned: bool = False
+        self,
+        bind: Engine | Connection | None = None,
+        *,
+        partitioned: bool = False,
+        app_role: str | None = None,
     ) -> None:
         """Create the audit table, its indexes and append-only triggers (idempotent).
 
-        ``partitioned=True`` (PostgreSQL) partitions the table by month, so that
-        retention drops whole months; see :mod:`whodid.partitions`.
+        Args:
+            bind: where to create them (default: the Auditor's engine).
+            partitioned: (PostgreSQL) partition the table by month, so that
+                retention drops whole months; see :mod:`whodid.partitions`.
+            app_role: (PostgreSQL) run this as the tables' owner and name the
+                application's role: it gets only what writing entries needs
+                (SELECT, INSERT, the sequence, the insert procedure), so no
+                UPDATE, DELETE, TRUNCATE or DDL of it can touch the log.
+
+        Example:
+            ``Auditor("postgresql+psycopg://owner@db/app").create_all(app_role="app")``
         """
         target = self._bind(bind)
         from whodid import partitions
 
         if not partitioned:
-            schema.create_all(target)
-        elif isinstance(target, Connection):
-            partitions.create_partitioned(target)
-        else:
-            with target.begin() as conn:
-                partitions.create_partitioned(conn)
+            schema.create_all(target, app_role)
+            return
+        with schema.begin(target) as conn:
+            partitions.create_partitioned(conn)
+            if app_role is not None:
+                schema.grant_writer(conn, app_role)
+
+    def upgrade(self, bind: Engine | Connection | None = None) -> builtins.list[str]:
+        """Bring a log made by an earlier whodid up to this version's schema.
+
+        Every entry keeps its seq and digest (``verify`` stays clean). Returns
+        what was done; idempotent. Run it as the tables' owner.
+        """
+        with schema.begin(self._bind(bind)) as conn:
+            return schema.upgrade(conn)
 
     def instrument(self, target: Any) -> Any:
         """Install the ORM hooks on a sessionmaker, scoped_session, Session class or instance
@@ -418,13 +438,14 @@ class Auditor:
             )
         else:
             plan = []
-            for tenant in self._tenants(engine) if tenant_id is None else [tenant_id]:
+            for tenant in self.tenants() if tenant_id is None else [tenant_id]:
                 period = self.retention.period(tenant)
                 if period is not None:
                     plan.append((tenant, now - period))
         done = []
         for tenant, horizon in plan:
-            tenants_hit = [tenant] if tenant is not None else self._tenants(engine)
+            check_horizon(None, tenant, horizon, now)  # never a future horizon
+            tenants_hit = [tenant] if tenant is not None else self.tenants()
             for each in tenants_hit:
                 check_horizon(self.retention, each, horizon, now)
             if self.signing_key is not None:
@@ -453,11 +474,11 @@ class Auditor:
             done.append(result)
         return done
 
-    def _tenants(self, engine: Engine) -> builtins.list[str | None]:
-        with engine.connect() as conn:
-            return builtins.list(
-                conn.execute(sa.select(entries.c.tenant_id).distinct()).scalars().all()
-            )
+    def tenants(self, *, tenant_id: Any = ANY_TENANT, **filters: Any) -> builtins.list[str | None]:
+        """The tenants with entries matching the filters (None: entries with no tenant)."""
+        spec = Filters.build(tenant_id=tenant_id, **filters)
+        with _query.connect(self._bind()) as conn:
+            return _query.distinct_tenants(conn, spec)
 
     def _engine(self) -> Engine:
         bind = self._bind()

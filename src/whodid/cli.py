@@ -54,6 +54,18 @@ def init(db_url: str) -> None:
     click.echo(f"whodid_entries ready in {db_url}")
 
 
+@main.command()
+@db_option
+def upgrade(db_url: str) -> None:
+    """Bring a log made by an earlier whodid up to this version (keeps every entry)."""
+    auditor = _auditor(db_url)
+    with _friendly(db_url):
+        done = auditor.upgrade()
+    for line in done:
+        click.echo(line)
+    click.echo(f"{TABLE} is up to date in {db_url}; run `whodid verify` to check it")
+
+
 def filter_options(fn: Any) -> Any:
     """The query filters, shared by list and export."""
     options = [
@@ -385,12 +397,18 @@ def purge(db_url: str, key: str | None, older_than: str, tenant_id: str | None, 
             raise click.BadParameter("needs a finite age", param_hint="--older-than")
         before = datetime.now(UTC) - age
         auditor = _auditor(db_url, signing_key=key)
-        n = auditor.count(end=before, **({"tenant_id": tenant_id} if tenant_id else {}))
+        scope = {"tenant_id": tenant_id} if tenant_id else {}
+        n = auditor.count(end=before, **scope)
         if not n:
             click.echo("nothing to purge")
             return
+        tenants = len(auditor.tenants(end=before, **scope))
         if not yes:
-            click.confirm(f"delete {n} entries older than {iso(before)}?", abort=True)
+            click.confirm(
+                f"delete {n} entries of {tenants} tenant{'s' if tenants != 1 else ''} "
+                f"older than {iso(before)}? This cannot be undone",
+                abort=True,
+            )
         results = auditor.purge(before, tenant_id=tenant_id)
     click.echo(
         f"purged {sum(r.rows for r in results)} entries older than {iso(before)}"

@@ -451,6 +451,13 @@ def distinct_actions(conn: Connection, tenant_id: Any) -> list[str]:
     return [str(action) for action in conn.execute(stmt).scalars()]
 
 
+def distinct_tenants(conn: Connection, filters: Filters) -> list[str | None]:
+    """The tenants that have entries matching ``filters`` (no date limit)."""
+    c = entries.c
+    stmt = sa.select(c.tenant_id).where(*_unbounded_where(conn, filters)).distinct()
+    return list(conn.execute(stmt).scalars())
+
+
 def connect(bind: Engine | Connection) -> Any:
     """A connection context for ``bind``, which may already be a connection."""
     return nullcontext(bind) if isinstance(bind, Connection) else bind.connect()

@@ -9,9 +9,10 @@ those rows' absence and says which range was purged.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection
 from whodid import partitions
 from whodid.entry import iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.schema import entries, purge_window
+from whodid.schema import SQLITE_PURGE_FUNCTION, entries, purge_window
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -83,7 +84,12 @@ class Purged:
 def check_horizon(
     retention: Retention | None, tenant_id: str | None, before: dt.datetime, now: dt.datetime
 ) -> None:
-    """Refuse a purge that would cut into a tenant's retention period."""
+    """Refuse a purge whose horizon is in the future, or cuts into a retention period."""
+    if before > now:
+        raise InvalidQuery(
+            f"purging before {iso(before)} would delete entries written from now on: a purge "
+            f"horizon is never in the future (now is {iso(now)})"
+        )
     if retention is None:
         return
     period = retention.period(tenant_id)
@@ -98,6 +104,41 @@ def check_horizon(
             f"purging before {iso(before)} would delete entries of {who} younger than its "
             f"retention of {period.days} days; the earliest allowed horizon is {iso(horizon)}"
         )
+
+
+@contextlib.contextmanager
+def _purge_door(conn: Connection, before: dt.datetime, tenant_id: str | None) -> Iterator[None]:
+    """Let the delete triggers pass rows older than ``before`` (of one tenant), here only.
+
+    SQLite: the trigger asks a function that only this connection has, only now.
+    PostgreSQL: a purge window row, plus a transaction-local setting that plain
+    DML cannot make (the trigger also requires the table owner's role).
+    """
+    if conn.dialect.name == "sqlite":
+        raw: Any = conn.connection.dbapi_connection
+        horizon = before.isoformat(" ", "microseconds")  # the stored text's shape
+
+        def purging(occurred: Any, tenant: Any) -> int:
+            return int(
+                isinstance(occurred, str)
+                and occurred < horizon
+                and (tenant_id is None or tenant == tenant_id)
+            )
+
+        raw.create_function(SQLITE_PURGE_FUNCTION, 2, purging)
+        try:
+            yield
+        finally:
+            raw.create_function(SQLITE_PURGE_FUNCTION, 2, None)
+        return
+    opened = conn.execute(purge_window.insert().values(before=before, tenant_id=tenant_id))
+    window_id = opened.inserted_primary_key[0]  # type: ignore[index]
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT set_config('whodid.purge', 'on', true)")
+    yield
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT set_config('whodid.purge', 'off', true)")
+    conn.execute(sa.delete(purge_window).where(purge_window.c.id == window_id))
 
 
 def purge_rows(
@@ -125,10 +166,8 @@ def purge_rows(
         for name in partitions.expired_partitions(conn, before):
             dropped += conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
             partitions.drop_partition(conn, name)
-    opened = conn.execute(purge_window.insert().values(before=at, tenant_id=tenant_id))
-    window_id = opened.inserted_primary_key[0]  # type: ignore[index]
-    deleted = dropped + conn.execute(sa.delete(entries).where(*where)).rowcount
-    conn.execute(sa.delete(purge_window).where(purge_window.c.id == window_id))
+    with _purge_door(conn, at, tenant_id):
+        deleted = dropped + conn.execute(sa.delete(entries).where(*where)).rowcount
     number = None
     if private is not None:
         from whodid.integrity import latest_checkpoint, leaf_bytes, make_checkpoint

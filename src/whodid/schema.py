@@ -8,7 +8,9 @@ PostgreSQL the triggers that reject UPDATE, DELETE and TRUNCATE.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +35,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import DDL
 from sqlalchemy.types import TypeDecorator
+
+from whodid.errors import ConfigurationError
 
 TABLE = "whodid_entries"
 metadata = MetaData()
@@ -109,6 +113,9 @@ entries = Table(
     Column("before", _json),
     Column("after", _json),
     Column("digest", String(64), nullable=False),
+    # AUTOINCREMENT: a seq is never handed out twice, not even after the
+    # newest entries were purged (a reused seq would never be sealed).
+    sqlite_autoincrement=True,
 )
 
 #: Columns holding JSON documents (the rest are scalars).
@@ -163,23 +170,50 @@ APPEND_ONLY_MESSAGE = (
 _PURGEABLE = f"""EXISTS (SELECT 1 FROM {PURGE_WINDOW} w WHERE OLD.occurred_at < w.before
     AND (w.tenant_id IS NULL OR w.tenant_id = OLD.tenant_id))"""
 
-_SQLITE_TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, 'UPDATE rejected: {TABLE} {APPEND_ONLY_MESSAGE}'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
-        WHEN NOT {_PURGEABLE}
-        BEGIN SELECT RAISE(ABORT, 'DELETE rejected: {TABLE} {APPEND_ONLY_MESSAGE}'); END""",
-]
-_SQLITE_CHECKPOINT_TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS {CHECKPOINTS}_no_{op.lower()} BEFORE {op} ON {CHECKPOINTS}
-        BEGIN SELECT RAISE(ABORT, '{op} rejected: {CHECKPOINTS} {APPEND_ONLY_MESSAGE}'); END"""
-    for op in ("UPDATE", "DELETE")
-]
+#: The SQL function the SQLite delete trigger asks whether a row may go. whodid
+#: registers it on its own purge connection only, for the length of one purge;
+#: on any other connection the function does not exist and the DELETE fails.
+SQLITE_PURGE_FUNCTION = "whodid_purging"
 
+
+def _sqlite_guards(table: str, key: str, deletable: bool) -> list[str]:
+    """UPDATE, DELETE and REPLACE guards of an append-only SQLite table.
+
+    REPLACE (and INSERT OR REPLACE) removes the row it collides with without
+    firing DELETE triggers, so an INSERT that would collide is refused first.
+    """
+    reject = f"SELECT RAISE(ABORT, '%s rejected: {table} {APPEND_ONLY_MESSAGE}')"
+    delete_when = (
+        f"WHEN NOT {SQLITE_PURGE_FUNCTION}(OLD.occurred_at, OLD.tenant_id)" if deletable else ""
+    )
+    collides = f"EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key})"
+    if table == TABLE:
+        collides += f" OR EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id)"
+    return [
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+            BEGIN {reject % "UPDATE"}; END""",
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+            {delete_when} BEGIN {reject % "DELETE"}; END""",
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table}
+            WHEN {collides} BEGIN {reject % "REPLACE"}; END""",
+    ]
+
+
+_SQLITE_TRIGGERS = _sqlite_guards(TABLE, "seq", deletable=True)
+_SQLITE_CHECKPOINT_TRIGGERS = _sqlite_guards(CHECKPOINTS, "number", deletable=False)
+
+# A DELETE of entries passes only inside Auditor.purge: a purge window row
+# covers it, the transaction said SET LOCAL whodid.purge = 'on', and the role
+# deleting is (a member of) the table's owner. Plain DML of the application's
+# role satisfies none of the last two; see SECURITY.md for the owner.
 _POSTGRES_FUNCTION = f"""CREATE OR REPLACE FUNCTION whodid_reject() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP = 'DELETE' AND TG_TABLE_NAME = '{TABLE}' AND {_PURGEABLE} THEN
+        IF TG_OP = 'DELETE' AND TG_TABLE_NAME LIKE '{TABLE}%%'
+            AND current_setting('whodid.purge', true) = 'on'
+            AND pg_has_role(current_user,
+                (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')
+            AND {_PURGEABLE} THEN
             RETURN OLD;
         END IF;
         RAISE EXCEPTION '%% rejected: %% {APPEND_ONLY_MESSAGE}', TG_OP, TG_TABLE_NAME
@@ -326,22 +360,115 @@ for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH:
 event.listen(entries, "after_create", _create_procedure)
 
 
-def create_all(bind: Engine | Connection) -> None:
+def create_all(bind: Engine | Connection, app_role: str | None = None) -> None:
     """Create the audit table, indexes and triggers where missing (idempotent).
 
     On PostgreSQL this also adds the search table and the insert procedure
-    to a log created before they existed.
+    to a log created before they existed, and with ``app_role`` grants that
+    role only what writing entries needs (see :func:`grant_writer`).
     """
+    if app_role is not None and bind.dialect.name != "postgresql":
+        raise ConfigurationError(
+            f"app_role= needs PostgreSQL; {bind.dialect.name} has no roles to split"
+        )
     metadata.create_all(bind)
     if bind.dialect.name != "postgresql":
         return
+    with begin(bind) as conn:
+        _ensure_search(conn)
+        _ensure_procedure(conn)
+        if app_role is not None:
+            grant_writer(conn, app_role)
+
+
+@contextlib.contextmanager
+def begin(bind: Engine | Connection) -> Iterator[Connection]:
+    """A transaction on ``bind``, or ``bind`` itself if it is already a connection."""
     if isinstance(bind, Engine):
         with bind.begin() as conn:
-            _ensure_search(conn)
-            _ensure_procedure(conn)
+            yield conn
     else:
-        _ensure_search(bind)
-        _ensure_procedure(bind)
+        yield bind
+
+
+def grant_writer(conn: Connection, role: str) -> None:
+    """Give ``role`` (the application's) what writing entries needs, and nothing more.
+
+    Run by the owner of the audit tables. The role may read and append entries
+    and checkpoints, use the seq sequence and the insert procedure, and keep the
+    search index; it may not update, delete or truncate anything, open the purge
+    window, or change the tables (no ownership, no TRIGGER privilege).
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    who = quote(role)
+    sequence = conn.exec_driver_sql(f"SELECT pg_get_serial_sequence('{TABLE}', 'seq')").scalar_one()
+    for sql in (
+        f"REVOKE ALL ON {TABLE}, {CHECKPOINTS}, {PURGE_WINDOW}, {SEARCH}, {SEARCH_QUEUE} "
+        f"FROM {who}",
+        f"GRANT SELECT, INSERT ON {TABLE}, {CHECKPOINTS} TO {who}",
+        f"GRANT USAGE ON SEQUENCE {sequence} TO {who}",
+        f"GRANT EXECUTE ON PROCEDURE {INSERT_PROCEDURE} TO {who}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {SEARCH}, {SEARCH_QUEUE} TO {who}",
+    ):
+        conn.exec_driver_sql(sql)
+
+
+def upgrade(conn: Connection) -> list[str]:
+    """Bring a log made by an earlier whodid up to this one's schema; what it did.
+
+    Keeps every entry with its seq and digest, so ``verify`` stays clean. On
+    SQLite the entries table is rebuilt with AUTOINCREMENT (seqs are never
+    reused) and every guard trigger is made anew; on PostgreSQL the guard
+    function and triggers are replaced and the search table and insert
+    procedure added where missing. Idempotent.
+    """
+    done: list[str] = []
+    inspector = sa_inspect(conn)
+    if not inspector.has_table(TABLE):
+        raise ConfigurationError(f"no audit log here: no {TABLE} table (create_all makes one)")
+    metadata.create_all(conn)  # tables added since (checkpoints, purge window)
+    if conn.dialect.name == "sqlite":
+        for table in (TABLE, CHECKPOINTS):
+            for name in ("no_update", "no_delete", "no_replace"):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_{name}")
+        created = conn.exec_driver_sql(
+            f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{TABLE}'"
+        ).scalar_one()
+        if "AUTOINCREMENT" not in created.upper():
+            _rebuild_sqlite(conn)
+            done.append(f"rebuilt {TABLE} with AUTOINCREMENT, every seq and digest kept")
+        for sql in _SQLITE_TRIGGERS + _SQLITE_CHECKPOINT_TRIGGERS:
+            conn.exec_driver_sql(sql)
+        done.append("replaced the UPDATE, DELETE and REPLACE guards")
+    elif conn.dialect.name == "postgresql":
+        # Partitions' own TRUNCATE guards call the same (replaced) function.
+        for table in (TABLE, CHECKPOINTS):
+            for sql in _postgres_triggers(table):
+                conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
+        _ensure_search(conn)
+        _ensure_procedure(conn)
+        done.append("replaced the guard function and triggers")
+    return done
+
+
+def _rebuild_sqlite(conn: Connection) -> None:
+    old = f"{TABLE}_before_upgrade"
+    for index in entries.indexes:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+    conn.exec_driver_sql(f"ALTER TABLE {TABLE} RENAME TO {old}")
+    entries.create(conn)
+    names = ", ".join(c.name for c in entries.columns)
+    conn.exec_driver_sql(f"INSERT INTO {TABLE} ({names}) SELECT {names} FROM {old} ORDER BY seq")
+    conn.exec_driver_sql(f"DROP TABLE {old}")
+    # Seqs of entries purged before the upgrade stay used: the checkpoints say how far.
+    top = conn.exec_driver_sql(
+        f"SELECT max(coalesce((SELECT max(seq) FROM {TABLE}), 0), "
+        f"coalesce((SELECT max(hi) FROM {CHECKPOINTS}), 0))"
+    ).scalar_one()
+    conn.exec_driver_sql(f"DELETE FROM sqlite_sequence WHERE name = '{TABLE}'")
+    conn.exec_driver_sql(
+        f"INSERT INTO sqlite_sequence (name, seq) VALUES ('{TABLE}', ?)", (int(top),)
+    )
 
 
 #: Whether the insert procedure is there for this connection's search_path.
