@@ -277,10 +277,11 @@ TRUSTED = ["10.0.0.0/8", "::1", "2001:db8:ffff::/48"]
         ("10.0.0.1", "6.6.6.6,198.51.100.1,10.0.0.2,10.9.9.9", None, TRUSTED, "198.51.100.1"),
         # every hop trusted: the leftmost is as far as we can see
         ("10.0.0.1", "10.0.0.3, 10.0.0.2", None, TRUSTED, "10.0.0.3"),
-        # RFC 7239 Forwarded, preferred over X-Forwarded-For
+        # RFC 7239 Forwarded, read when it is the configured header (see seen_ip)
         ("10.0.0.1", None, "for=198.51.100.1;proto=https;by=10.0.0.1", TRUSTED, "198.51.100.1"),
         ("10.0.0.1", None, "for=6.6.6.6, for=198.51.100.1, for=10.0.0.2", TRUSTED, "198.51.100.1"),
-        ("10.0.0.1", "6.6.6.6", "for=198.51.100.1", TRUSTED, "198.51.100.1"),
+        # a proxy appending X-Forwarded-For passes the client's own Forwarded through
+        ("10.0.0.1", "198.51.100.1", "for=6.6.6.6", TRUSTED, "198.51.100.1"),
         ("10.0.0.1", None, 'For="198.51.100.1"', TRUSTED, "198.51.100.1"),
         # IPv6: brackets, ports, quoted, IPv6 peers, IPv4-mapped peers
         ("10.0.0.1", None, 'for="[2001:db8:cafe::17]:4711"', TRUSTED, "2001:db8:cafe::17"),
@@ -310,8 +311,29 @@ async def test_client_ip(
         headers.append((b"x-forwarded-for", xff.encode()))
     if forwarded is not None:
         headers.append((b"forwarded", forwarded.encode()))
-    seen = await seen_by_app(headers, client=(peer, 1234), trusted_proxies=trusted)
+    # The rows with only a Forwarded header are behind proxies configured to write it.
+    header = "forwarded" if xff is None and forwarded is not None else "x-forwarded-for"
+    seen = await seen_by_app(
+        headers, client=(peer, 1234), trusted_proxies=trusted, proxy_header=header
+    )
     assert seen["ip"] == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"), [("x-forwarded-for", "198.51.100.1"), ("Forwarded", "198.51.100.2")]
+)
+async def test_only_the_configured_proxy_header_is_read(header: str, expected: str):
+    """nginx or an AWS ALB appends X-Forwarded-For and passes a client's Forwarded through."""
+    hostile = [(b"x-forwarded-for", b"198.51.100.1"), (b"forwarded", b"for=198.51.100.2")]
+    seen = await seen_by_app(
+        hostile, client=("10.0.0.1", 1234), trusted_proxies=TRUSTED, proxy_header=header
+    )
+    assert seen["ip"] == expected
+
+
+def test_an_unknown_proxy_header_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="x-forwarded-for or forwarded"):
+        AuditMiddleware(capturing_app([]), trusted_proxies=TRUSTED, proxy_header="x-real-ip")
 
 
 async def test_no_client_in_scope_gives_no_ip():

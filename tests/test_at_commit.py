@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Base, Customer, auditor, read_entries
 from pgserver import with_driver
-from whodid import Actor, Auditor, audit_context
+from whodid import ALL_TENANTS, Actor, Auditor, audit_context
 from whodid.at_commit import MAX_CALLS
 from whodid.schema import INSERT_PROCEDURE
 
@@ -146,7 +146,7 @@ def test_called_entries_are_queued_for_search(Sessions, pg_engine):
     with pg_engine.connect() as conn:
         queued = conn.exec_driver_sql("SELECT count(*) FROM whodid_search_queue").scalar_one()
     assert queued == 1
-    found = Auditor(pg_engine).list(q="ada@example").entries
+    found = Auditor(pg_engine).list(q="ada@example", tenant_id=ALL_TENANTS).entries
     assert [e.after["email"] for e in found] == ["findme@example.com"]
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from test_query import put
-from whodid import Actor, Auditor
+from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.cli import main
 
 
@@ -43,7 +43,7 @@ def test_list_table_and_json(db):
     assert lines[0].split()[:3] == ["WHEN", "(UTC)", "EVENT"]
     assert "payment.refund" in lines[1] and "api_key:sk_live_ab12" in lines[1]
     assert "payment/pay_1" in lines[1]
-    code, out = run("list", "--db", db, "--action", "wallet.freeze", "--json")
+    code, out = run("list", "--all-tenants", "--db", db, "--action", "wallet.freeze", "--json")
     assert code == 0
     assert [e["entity_id"] for e in json.loads(out)["data"]] == ["wal_1"]
     code, out = run("list", "--db", db, "--tenant", "org_9")
@@ -51,10 +51,10 @@ def test_list_table_and_json(db):
 
 
 def test_show_prints_entry_with_related(db):
-    entry_id = json.loads(run("list", "--db", db, "--json", "--action", "payment.refund")[1])[
-        "data"
-    ][0]["id"]
-    code, out = run("show", entry_id, "--db", db)
+    entry_id = json.loads(
+        run("list", "--all-tenants", "--db", db, "--json", "--action", "payment.refund")[1]
+    )["data"][0]["id"]
+    code, out = run("show", "--all-tenants", entry_id, "--db", db)
     assert code == 0
     data = json.loads(out)
     assert data["id"] == entry_id
@@ -69,20 +69,24 @@ def test_export_writes_file_and_records_itself(db, tmp_path: Path):
     assert code == 0, out
     rows = list(csv.DictReader(target.open()))
     assert [r["action"] for r in rows] == ["customer.create", "payment.refund"]
-    [entry] = Auditor(db).list(action="audit_log.export").entries
-    assert entry.metadata["rows"] == 2
-    assert entry.metadata["filters"] == {"tenant_id": "org_1"}
-    assert (entry.actor_type, entry.actor_id, entry.tenant_id) == ("system", "whodid-cli", "org_1")
+    ended, started = Auditor(db).list(action="audit_log.export", tenant_id=ALL_TENANTS).entries
+    assert [started.metadata["status"], ended.metadata["status"]] == ["started", "completed"]
+    assert ended.metadata["rows"] == 2 and "rows" not in started.metadata
+    assert ended.metadata["chain_id"] == started.metadata["chain_id"]
+    for entry in (started, ended):
+        assert entry.metadata["filters"] == {"tenant_id": "org_1"}
+        actor = (entry.actor_type, entry.actor_id, entry.tenant_id)
+        assert actor == ("system", "whodid-cli", "org_1")
 
 
 def test_errors_are_messages_not_tracebacks(db, tmp_path: Path):
-    code, out = run("list", "--db", db, "--since", "last tuesday")
+    code, out = run("list", "--all-tenants", "--db", db, "--since", "last tuesday")
     assert code == 1 and "ISO 8601" in out and "Traceback" not in out
-    code, out = run("list", "--db", db, "--limit", "500")
+    code, out = run("list", "--all-tenants", "--db", db, "--limit", "500")
     assert code == 2
     empty = f"sqlite:///{tmp_path}/empty.db"
     sa.create_engine(empty).connect().close()
-    code, out = run("list", "--db", empty)
+    code, out = run("list", "--all-tenants", "--db", empty)
     assert code == 1 and "whodid init" in out
 
 
@@ -102,9 +106,11 @@ def test_keygen_seal_verify_purge(db, tmp_path: Path):
     run("keygen", str(other))
     code, out = run("verify", "--db", db, "--public-key", f"{other}.pub")
     assert code == 1 and "WRONG_KEY" in out
-    code, out = run("purge", "--db", db, "--older-than", "1d", "--yes", "--key", str(key))
+    code, out = run(
+        "purge", "--all-tenants", "--db", db, "--older-than", "1d", "--yes", "--key", str(key)
+    )
     assert (code, out.strip()) == (0, "nothing to purge")
-    code, out = run("purge", "--db", db, "--older-than", "soon", "--yes")
+    code, out = run("purge", "--all-tenants", "--db", db, "--older-than", "soon", "--yes")
     assert code != 0 and "duration" in out
 
 
@@ -115,5 +121,5 @@ def test_index_brings_search_up_to_date(db):
     assert out.strip() == ("indexed 3 new entries" if postgres else "search index up to date")
     code, out = run("index", "--db", db)
     assert (code, out.strip()) == (0, "search index up to date")
-    code, out = run("list", "--db", db, "-q", "pay_1", "--json")
+    code, out = run("list", "--all-tenants", "--db", db, "-q", "pay_1", "--json")
     assert code == 0 and "payment.refund" in out

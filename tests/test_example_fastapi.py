@@ -164,7 +164,7 @@ async def test_update_as_user_with_passkey_records_only_changed_fields(api: Api)
     }
     assert e.after == {
         "name": "Ada Lovelace",
-        "tax_id": "[REDACTED]",
+        "tax_id": "[REDACTED, changed]",  # changed; its value never stored
         "metadata_": {"plan": {"tier": "pro"}},
     }
     assert e.request_id == r.headers["x-request-id"]

@@ -197,7 +197,7 @@ def test_update_as_user_with_passkey_records_only_changes(org: Org) -> None:
     }
     assert entry["after"] == {
         "name": "Ada Lovelace",
-        "tax_id": "[REDACTED]",
+        "tax_id": "[REDACTED, changed]",  # changed; its value never stored
         "metadata_": {"plan": "pro"},
     }
 

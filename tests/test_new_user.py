@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 import whodid
 from test_query import ADA, put
-from whodid import Auditor, InvalidQuery
+from whodid import ALL_TENANTS, Auditor, InvalidQuery
 from whodid.cli import main
 from whodid.context import RequestContext
 from whodid.query import Filters
@@ -98,7 +98,7 @@ Base.metadata.create_all(engine)
 Session = auditor.instrument(sessionmaker(engine))
 with Session.begin() as s:
     s.add(Item(id=1))
-print(auditor.list(action="items.create").entries[0].entity_id)
+print(auditor.list(action="items.create", tenant_id=None).entries[0].entity_id)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -130,21 +130,22 @@ def quarter(engine: sa.Engine) -> Auditor:
 
 def test_a_date_only_end_includes_that_day_in_python(quarter):
     for end in ("2026-03-31", dt.date(2026, 3, 31)):
-        page = quarter.list(start="2026-01-01", end=end)
+        page = quarter.list(start="2026-01-01", end=end, tenant_id=ALL_TENANTS)
         assert sorted(e.action for e in page.entries) == ["q1.first", "q1.last"]
-        assert quarter.count(start="2026-01-01", end=end) == 2
+        assert quarter.count(start="2026-01-01", end=end, tenant_id=ALL_TENANTS) == 2
     # A time is taken as given: the end instant itself is included, nothing after it.
-    page = quarter.list(start="2026-01-01", end="2026-03-31T00:00:00Z")
+    page = quarter.list(start="2026-01-01", end="2026-03-31T00:00:00Z", tenant_id=ALL_TENANTS)
     assert [e.action for e in page.entries] == ["q1.first"]
     # A whole year by dates is one list query (366 days at most).
-    assert quarter.count(start="2026-01-01", end="2026-12-31") == 3
-    quarter.list(start="2025-01-01", end="2025-12-31")
+    assert quarter.count(start="2026-01-01", end="2026-12-31", tenant_id=ALL_TENANTS) == 3
+    quarter.list(start="2025-01-01", end="2025-12-31", tenant_id=ALL_TENANTS)
 
 
 def test_a_date_only_end_includes_that_day_in_the_cli_and_http(quarter, db_url, tmp_path):
     out = tmp_path / "q1.csv"
     q1 = ["--since", "2026-01-01", "--until", "2026-03-31"]
-    result = CliRunner().invoke(main, ["export", "--db", db_url, *q1, "-o", str(out)])
+    args = ["export", "--db", db_url, "--all-tenants", *q1, "-o", str(out)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     with out.open(newline="") as f:
         assert sorted(r["action"] for r in csv.DictReader(f)) == ["q1.first", "q1.last"]
@@ -161,13 +162,13 @@ def test_a_date_only_end_includes_that_day_in_the_cli_and_http(quarter, db_url, 
 
 ENTRY_ID = "log_01HZX3V9K8M2N4P6Q8R0S2T4V6"
 READ_COMMANDS = [
-    ["list"],
-    ["show", ENTRY_ID],
-    ["export", "-o", "out.csv"],
+    ["list", "--all-tenants"],
+    ["show", ENTRY_ID, "--all-tenants"],
+    ["export", "--all-tenants", "-o", "out.csv"],
     ["verify", "--public-key", "k.pub"],
     ["seal", "--key", "k.pem"],
     ["index"],
-    ["purge", "--older-than", "400d", "--yes"],
+    ["purge", "--older-than", "400d", "--yes", "--all-tenants"],
 ]
 
 
@@ -224,10 +225,12 @@ def test_q_finds_before_and_after_values(engine):
         auditor.writer.write(conn, rows)
     put(auditor, action="customer.create", entity=("customer", "cus_2"))
     for q in ("old-address@", "NEW-ADDRESS", "Zürich", "berlin"):
-        assert [e.entity_id for e in auditor.list(q=q).entries] == ["cus_1"], q
+        found = auditor.list(q=q, tenant_id=ALL_TENANTS).entries
+        assert [e.entity_id for e in found] == ["cus_1"], q
     auditor.index_search()  # PostgreSQL: the same answer from the search table
     for q in ("old-address@", "NEW-ADDRESS", "Zürich", "berlin"):
-        assert [e.entity_id for e in auditor.list(q=q).entries] == ["cus_1"], q
+        found = auditor.list(q=q, tenant_id=ALL_TENANTS).entries
+        assert [e.entity_id for e in found] == ["cus_1"], q
 
 
 @pytest.mark.postgres
@@ -241,11 +244,11 @@ def test_create_all_reindexes_a_log_indexed_without_the_values(pg_url):
         # What an older whodid left: text without the values, under no version.
         conn.exec_driver_sql("UPDATE whodid_search SET text = 'payment.refund'")
         conn.exec_driver_sql("COMMENT ON TABLE whodid_search IS NULL")
-    assert auditor.list(q="duplicate-charge").entries == []
+    assert auditor.list(q="duplicate-charge", tenant_id=ALL_TENANTS).entries == []
     auditor.create_all()
-    assert len(auditor.list(q="duplicate-charge").entries) == 1
+    assert len(auditor.list(q="duplicate-charge", tenant_id=ALL_TENANTS).entries) == 1
     auditor.index_search()
-    assert len(auditor.list(q="duplicate-charge").entries) == 1
+    assert len(auditor.list(q="duplicate-charge", tenant_id=ALL_TENANTS).entries) == 1
 
 
 # -- parameters are checked alike, in the caller's words ---------------------------
@@ -301,10 +304,10 @@ def test_ip_filter_matches_the_stored_form(client):
 def test_the_cli_names_its_own_options(tmp_path):
     url = f"sqlite:///{tmp_path}/a.db"
     Auditor(url).create_all()
-    result = CliRunner().invoke(main, ["list", "--db", url, "--until", "soon"])
+    result = CliRunner().invoke(main, ["list", "--db", url, "--all-tenants", "--until", "soon"])
     assert result.exit_code == 1
     assert "--until 'soon' is not an ISO 8601" in result.output
-    result = CliRunner().invoke(main, ["list", "--db", url, "--ip", "x"])
+    result = CliRunner().invoke(main, ["list", "--db", url, "--all-tenants", "--ip", "x"])
     assert "--ip 'x' is not an IP address" in result.output
 
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from test_query import put
-from whodid import Auditor, ConfigurationError
+from whodid import ALL_TENANTS, Auditor, ConfigurationError
 from whodid.partitions import add_partitions
 
 
@@ -44,7 +44,9 @@ def test_retention_drops_expired_months_and_verify_still_passes(pg_url):
     with pytest.raises(sa.exc.DatabaseError, match="TRUNCATE rejected"), engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {partitions(engine)[-1]}"))
 
-    [result] = auditor.purge(dt.datetime.now(dt.UTC) - dt.timedelta(days=365))
+    [result] = auditor.purge(
+        dt.datetime.now(dt.UTC) - dt.timedelta(days=365), tenant_id=ALL_TENANTS
+    )
     assert result.rows == 3
     assert len(partitions(engine)) < before  # whole months dropped, not rows deleted
     with engine.connect() as conn:
@@ -66,4 +68,6 @@ def test_writes_and_queries_work_on_the_partitioned_table(pg_url):
     auditor.create_all(partitioned=True)  # idempotent
     put(auditor, entity=("payment", "pay_1"))
     put(auditor, days_ago=2000, entity=("payment", "ancient"))  # lands in the default partition
-    assert [e.entity_id for e in auditor.list(entity_id="pay_1").entries] == ["pay_1"]
+    assert [
+        e.entity_id for e in auditor.list(entity_id="pay_1", tenant_id=ALL_TENANTS).entries
+    ] == ["pay_1"]

@@ -10,7 +10,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from whodid import Actor, Auditor, InvalidQuery
+from whodid import ALL_TENANTS, Actor, Auditor, InvalidQuery
 from whodid.context import RequestContext
 from whodid.writer import Change
 
@@ -173,7 +173,9 @@ def test_filters_combine_with_and(log, filters, expected):
 def test_tenant_scoping(log):
     assert actions(log.list(tenant_id="org_2")) == ["customer.update"]
     assert actions(log.list(tenant_id="org_3")) == []
-    assert len(log.list().entries) == 6  # trusted code without tenant_id sees all
+    assert len(log.list(tenant_id=ALL_TENANTS).entries) == 6  # trusted code says so
+    with pytest.raises(InvalidQuery, match=r"list\(\) needs tenant_id=.*whodid\.ALL_TENANTS"):
+        log.list()
 
 
 def test_cursor_pages_without_skips_or_repeats_while_entries_arrive(log):
@@ -294,9 +296,10 @@ def test_postgresql_copy_export_matches_the_python_export(pg_url):
     )
     put(auditor, tenant=None, ip=None, user_agent=None, actor=Actor.system("job"))
     via_copy = io.BytesIO()
-    count = auditor.export(via_copy, "csv")
+    count = auditor.export(via_copy, "csv", tenant_id=ALL_TENANTS)
     via_python = io.BytesIO()
     with auditor.engine.connect() as conn:  # type: ignore[union-attr]
-        rows = query.iter_export_rows(conn, query.Filters.build())
+        # As the export read it: up to the seq before its own start entry.
+        rows = query.iter_export_rows(conn, query.Filters.build(upto_seq=2))
         assert export.write(via_python, rows, "csv") == count == 2
     assert via_copy.getvalue().decode() == via_python.getvalue().decode()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 from tests.models import Base, Customer
 from tests.test_query import put
 
-from whodid import Actor, Auditor, audit_context
+from whodid import ALL_TENANTS, Actor, Auditor, audit_context
 from whodid.search import index_pending
 from whodid.writer import COPY_THRESHOLD
 
@@ -36,7 +36,7 @@ def _counts(auditor: Auditor) -> tuple[int, int]:
 
 
 def _found(auditor: Auditor, q: str) -> set[str | None]:
-    return {e.entity_id for e in auditor.list(q=q, limit=200).entries}
+    return {e.entity_id for e in auditor.list(q=q, limit=200, tenant_id=ALL_TENANTS).entries}
 
 
 def test_new_entries_are_found_before_and_after_indexing(pg_url):
@@ -70,10 +70,10 @@ def test_a_copy_sized_flush_queues_one_range_indexed_in_batches(pg_url):
     indexed, queued = _counts(auditor)
     assert (indexed, queued) == (100, 1)
     # Half indexed, half queued: both halves are found.
-    assert auditor.count(q="customer.create") == n
+    assert auditor.count(q="customer.create", tenant_id=ALL_TENANTS) == n
     auditor.index_search()
     assert _counts(auditor) == (n, 0)
-    assert auditor.count(q="customer.create") == n
+    assert auditor.count(q="customer.create", tenant_id=ALL_TENANTS) == n
 
 
 def test_rolled_back_entries_queue_nothing_and_open_ones_wait(pg_url):
@@ -124,11 +124,11 @@ def test_purge_drops_the_search_text_of_purged_entries(pg_url):
         s.commit()
     auditor.index_search()
     assert _counts(auditor) == (2, 0)
-    auditor.purge(before=dt.datetime.now(dt.UTC) - dt.timedelta(days=366))
+    auditor.purge(before=dt.datetime.now(dt.UTC) - dt.timedelta(days=366), tenant_id=ALL_TENANTS)
     auditor.index_search()  # the purge's own audit entry
     indexed, _ = _counts(auditor)
     assert indexed == 2  # the fresh entry and the purge record; the ancient one is gone
-    assert auditor.count(q="ancient") == 0
+    assert auditor.count(q="ancient", tenant_id=ALL_TENANTS) == 0
 
 
 def test_create_all_adds_search_to_a_log_made_before_it(pg_url):

@@ -130,13 +130,20 @@ def test_csv_export_streams_every_match_and_is_itself_audited(client, auditor):
     assert "attachment" in r.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 5 and {row["tenant_id"] for row in rows} == {"org_1"}
-    [export] = auditor.list(tenant_id="org_1", action="audit_log.export").entries
-    assert export.metadata == {
-        "format": "csv",
-        "filters": {"tenant_id": "org_1", "feature": "customer"},
+    ended, started = auditor.list(tenant_id="org_1", action="audit_log.export").entries
+    chain, upto = started.metadata["chain_id"], started.metadata["upto_seq"]
+    common = {"format": "csv", "filters": {"tenant_id": "org_1", "feature": "customer"}}
+    assert started.metadata == {**common, "status": "started", "chain_id": chain, "upto_seq": upto}
+    assert ended.metadata == {
+        **common,
+        "status": "completed",
         "rows": 5,
+        "chain_id": chain,
+        "upto_seq": upto,
     }
-    assert (export.actor_type, export.actor_id) == ("user", "owner@org_1")
+    for export in (started, ended):
+        assert (export.actor_type, export.actor_id) == ("user", "owner@org_1")
+    assert [e.id for e in auditor.related(started.id, tenant_id="org_1")] == [ended.id]
 
 
 def test_ndjson_export(client):

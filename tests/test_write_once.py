@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from test_query import put
-from whodid import Auditor, InvalidQuery
+from whodid import ALL_TENANTS, Auditor, InvalidQuery
 from whodid.cli import main
 from whodid.keys import generate_key_pair
 
@@ -101,14 +101,14 @@ def test_opening_the_purge_window_by_hand_deletes_nothing(sealed):
         conn.exec_driver_sql("DELETE FROM whodid_entries")
     assert entries_of(sealed) == before
     # The one real door still opens, and says so.
-    purged = sealed.purge(NOW - dt.timedelta(days=9, hours=12))
+    purged = sealed.purge(NOW - dt.timedelta(days=9, hours=12), tenant_id=ALL_TENANTS)
     assert [p.rows for p in purged] == [1]
     assert sealed.verify().ok
 
 
 def test_a_future_horizon_is_refused(sealed):
     with pytest.raises(InvalidQuery, match="never in the future"):
-        sealed.purge(NOW + dt.timedelta(days=30))
+        sealed.purge(NOW + dt.timedelta(days=30), tenant_id=ALL_TENANTS)
     with pytest.raises(InvalidQuery, match="never in the future"):
         sealed.purge(NOW + dt.timedelta(days=30), tenant_id="org_1")
     assert len(entries_of(sealed)) == 3
@@ -118,7 +118,9 @@ def test_purge_older_than_0d_asks_naming_entries_and_tenants(sealed, db_url, tmp
     put(sealed, days_ago=5, tenant="org_2")
     key = str(tmp_path / "k.pem")
     result = CliRunner().invoke(
-        main, ["purge", "--db", db_url, "--key", key, "--older-than", "0d"], input="n\n"
+        main,
+        ["purge", "--db", db_url, "--key", key, "--older-than", "0d", "--all-tenants"],
+        input="n\n",
     )
     assert "delete 4 entries of 2 tenants older than" in result.output
     assert result.exit_code == 1 and "Aborted" in result.output
@@ -127,7 +129,9 @@ def test_purge_older_than_0d_asks_naming_entries_and_tenants(sealed, db_url, tmp
 
 def test_seqs_are_never_reused_after_the_newest_entries_are_purged(sealed):
     top = entries_of(sealed)[-1][0]
-    sealed.purge(NOW - dt.timedelta(hours=1))  # every entry: all are days old
+    sealed.purge(
+        NOW - dt.timedelta(hours=1), tenant_id=ALL_TENANTS
+    )  # every entry: all are days old
     # Left: the purge's own audit_log.purge entry, numbered after the purged ones.
     assert [seq for seq, _, _ in entries_of(sealed)] == [top + 1]
     put(sealed)
@@ -246,8 +250,8 @@ def test_the_application_role_can_write_entries_and_nothing_else(two_roles, tmp_
         s.add_all(Thing(id=i, name="c") for i in range(3, 253))
     app.record("auth.signin.failed")
     put(app, days_ago=40)
-    assert app.count() == 254
-    assert app.index_search() >= 0 and app.list(q="signin").entries
+    assert app.count(tenant_id=ALL_TENANTS) == 254
+    assert app.index_search() >= 0 and app.list(q="signin", tenant_id=ALL_TENANTS).entries
     assert app.seal() is not None and app.verify().ok
 
     forbidden = [
@@ -275,11 +279,11 @@ def test_the_application_role_can_write_entries_and_nothing_else(two_roles, tmp_
         ):
             conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
     with pytest.raises(sa.exc.DatabaseError, match="denied"):
-        app.purge(NOW - dt.timedelta(days=30))
-    assert app.count() == 254
+        app.purge(NOW - dt.timedelta(days=30), tenant_id=ALL_TENANTS)
+    assert app.count(tenant_id=ALL_TENANTS) == 254
 
     # Retention runs as the owner, signed, and verify stays clean for the app.
     owner = Auditor(owner_url, signing_key=private)
-    assert [p.rows for p in owner.purge(NOW - dt.timedelta(days=30))] == [1]
+    assert [p.rows for p in owner.purge(NOW - dt.timedelta(days=30), tenant_id=ALL_TENANTS)] == [1]
     report = Auditor(app_url).verify(public)
     assert report.ok, report.problems

@@ -254,9 +254,10 @@ def test_forwarded_header(trusted: list[str], expected: str) -> None:
         environ(
             REMOTE_ADDR="10.0.0.5",
             HTTP_FORWARDED=FORWARDED,
-            HTTP_X_FORWARDED_FOR="6.6.6.6",  # the standard header wins
+            HTTP_X_FORWARDED_FOR="6.6.6.6",  # not the configured header: never read
         ),
         trusted_proxies=trusted,
+        proxy_header="forwarded",
     )
     assert seen.ip == expected
 
@@ -265,8 +266,21 @@ def test_forwarded_header_is_case_insensitive_and_skips_other_params() -> None:
     seen, _ = see(
         environ(REMOTE_ADDR="10.0.0.5", HTTP_FORWARDED="proto=https;By=10.0.0.5;For=203.0.113.4"),
         trusted_proxies="10.0.0.0/8",
+        proxy_header="forwarded",
     )
     assert seen.ip == "203.0.113.4"
+
+
+def test_a_client_sent_forwarded_is_ignored_behind_an_x_forwarded_for_proxy() -> None:
+    seen, _ = see(
+        environ(
+            REMOTE_ADDR="10.0.0.5",
+            HTTP_FORWARDED="for=6.6.6.6",  # the client's, passed through by nginx
+            HTTP_X_FORWARDED_FOR="198.51.100.9",
+        ),
+        trusted_proxies="10.0.0.0/8",
+    )
+    assert seen.ip == "198.51.100.9"
 
 
 @pytest.mark.parametrize(

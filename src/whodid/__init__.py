@@ -14,9 +14,11 @@ from whodid.auditor import Auditor
 from whodid.context import Actor, RequestContext, audit_context, current_context, set_actor
 from whodid.entry import Entry
 from whodid.errors import ConfigurationError, InvalidQuery, WhodidError
+from whodid.query import ALL_TENANTS
 from whodid.retention import Retention
 
 __all__ = [
+    "ALL_TENANTS",
     "Actor",
     "Auditor",
     "ConfigurationError",

@@ -22,7 +22,6 @@ from whodid.headers import (
     forwarding_chain,
     header_text,
     new_request_id_bytes,
-    parse_networks,
     valid_request_id_bytes,
 )
 from whodid.resolvers import Resolvers, ResolverSource
@@ -41,6 +40,11 @@ PasskeyResolver = Callable[[HTTPConnection], bool | None]
 class AuditMiddleware:
     """Capture actor, tenant, passkey, client IP, user agent and request id.
 
+    ``trusted_proxies`` lists the proxies' addresses or networks, and
+    ``proxy_header`` names the one forwarding header they write
+    (``"x-forwarded-for"``, the default, or ``"forwarded"``); the other is
+    never read.
+
     ``actor``, ``tenant`` and ``passkey`` are sync callables taking the
     Starlette request (an ``HTTPConnection`` for websockets) and returning an
     :class:`~whodid.Actor`, a tenant id and a bool, or None. They are called at
@@ -55,12 +59,14 @@ class AuditMiddleware:
         tenant: TenantResolver | None = None,
         passkey: PasskeyResolver | None = None,
         trusted_proxies: Iterable[str] | str | None = None,
+        proxy_header: str = "x-forwarded-for",
         geoip_db: str | os.PathLike[str] | None = None,
         header_name: str = REQUEST_ID_HEADER,
     ) -> None:
         self.app = app
         self.resolvers = Resolvers(actor, tenant, passkey)
-        self.proxies = ProxyResolver(parse_networks(trusted_proxies))
+        self.proxies = ProxyResolver.of(trusted_proxies, proxy_header)
+        self._proxy_header = self.proxies.header.encode("latin-1")
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
         self.header_name = header_name.lower().encode("latin-1")
 
@@ -137,11 +143,10 @@ class _ScopeSource(ResolverSource):
     def ip(self) -> str | None:
         client = self.scope.get("client")
         peer = client[0] if client else None
-        forwarded = xff = None
+        chain = None
         if self.mw.proxies.trusted:
-            forwarded = forwarding_chain(self._header(b"forwarded"))
-            xff = forwarding_chain(self._header(b"x-forwarded-for"))
-        return self.mw.proxies.client_ip(peer, forwarded, xff)
+            chain = forwarding_chain(self._header(self.mw._proxy_header))
+        return self.mw.proxies.client_ip(peer, chain)
 
     def user_agent(self) -> str | None:
         return header_text(self._header(b"user-agent"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from sqlalchemy import create_engine
@@ -21,8 +22,8 @@ from whodid.enrich import Enricher
 from whodid.entry import Entry, iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.orm import OrmCapture, is_async, make_spec
-from whodid.query import ANY_TENANT, Filters, Page
-from whodid.retention import Purged, Retention, check_horizon, purge_rows
+from whodid.query import ALL_TENANTS, TENANT_REQUIRED, Filters, Page, require_tenant
+from whodid.retention import Purged, Retention, check_horizon, guard_sqlite, purge_rows
 from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.writer import Change, Writer
 
@@ -45,6 +46,11 @@ class Auditor:
     sync engine on the same database (asyncpg and psycopg async become
     psycopg, aiosqlite becomes sqlite3).
 
+    A change to a row whose tenant column (``track(tenant=...)``) names another
+    tenant than the context's is filed under the row's tenant, with
+    ``acting_tenant_id`` in its metadata; ``cross_tenant="refuse"`` fails such a
+    flush instead.
+
     ``fast_paths=False`` writes every entry through SQLAlchemy Core's INSERT,
     the reference each faster way of writing is tested against byte for byte.
     """
@@ -59,6 +65,7 @@ class Auditor:
         retention: Retention | None = None,
         seal_grace: dt.timedelta | None = None,
         fast_paths: bool = True,
+        cross_tenant: str = "file",
     ) -> None:
         if isinstance(engine, str):
             engine = create_engine(engine)
@@ -69,6 +76,8 @@ class Auditor:
                 f"Auditor() takes an SQLAlchemy Engine or a database URL, got {engine!r}"
             )
         self.engine: Engine | None = engine
+        if engine is not None:
+            guard_sqlite(engine)
         self.redactor = Redactor(redact_patterns)
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
         self.signing_key = None
@@ -79,7 +88,7 @@ class Auditor:
         self.retention = retention
         # None: integrity.DEFAULT_GRACE, looked up when sealing (cryptography loads late).
         self.seal_grace = seal_grace
-        self.writer = Writer(self.enricher, fast_paths=fast_paths)
+        self.writer = Writer(self.enricher, fast_paths=fast_paths, cross_tenant=cross_tenant)
         self.capture = OrmCapture(self.writer)
 
     # -- set-up ---------------------------------------------------------------
@@ -237,9 +246,9 @@ class Auditor:
             action=action,
             entity_type=None if entity_type is None else str(entity_type),
             entity_id=None if entity_id is None else str(entity_id),
-            metadata=metadata or {},
-            before=None if before is None else to_json(dict(before)),
-            after=None if after is None else to_json(dict(after)),
+            metadata=self.redactor.scrub(to_json(dict(metadata))) if metadata else {},
+            before=None if before is None else self.redactor.scrub(to_json(dict(before))),
+            after=None if after is None else self.redactor.scrub(to_json(dict(after))),
         )
         overrides: dict[str, Any] = {}
         if actor is not None:
@@ -271,7 +280,7 @@ class Auditor:
         *,
         limit: int = 50,
         cursor: str | None = None,
-        tenant_id: Any = ANY_TENANT,
+        tenant_id: Any = TENANT_REQUIRED,
         labels: Mapping[str, str] | None = None,
         **filters: Any,
     ) -> Page:
@@ -285,31 +294,35 @@ class Auditor:
         the last 366 days by default). ``labels`` names the filters as the
         caller's users know them, for error messages (``{"start": "start_date"}``).
         Pass ``page.next_cursor`` back as ``cursor`` for the next page.
-        Without ``tenant_id`` every tenant is read: the HTTP API always scopes.
+        ``tenant_id`` is required: a tenant's id, None for entries written with
+        no tenant, or ``whodid.ALL_TENANTS`` (trusted code reading every tenant).
         """
-        spec = Filters.build(tenant_id=tenant_id, labels=labels, **filters)
+        spec = Filters.build(tenant_id=require_tenant("list", tenant_id), labels=labels, **filters)
         with _query.connect(self._bind()) as conn:
             return _query.list_page(conn, spec, limit=limit, cursor=cursor)
 
-    def count(self, *, tenant_id: Any = ANY_TENANT, **filters: Any) -> int:
+    def count(self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any) -> int:
         """How many entries match (no date limit), e.g. for an export's progress bar."""
-        spec = Filters.build(tenant_id=tenant_id, **filters)
+        spec = Filters.build(tenant_id=require_tenant("count", tenant_id), **filters)
         with _query.connect(self._bind()) as conn:
             return _query.count_entries(conn, spec)
 
-    def get(self, entry_id: str, *, tenant_id: Any = ANY_TENANT) -> Entry | None:
+    def get(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> Entry | None:
         """The entry with this id, or None (also when it belongs to another tenant)."""
+        tenant_id = require_tenant("get", tenant_id)
         with _query.connect(self._bind()) as conn:
             return _query.get_entry(conn, entry_id, tenant_id)
 
-    def related(self, entry_id: str, *, tenant_id: Any = ANY_TENANT) -> builtins.list[Entry]:
+    def related(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> builtins.list[Entry]:
         """Entries of the same request or chain as ``entry_id``, oldest first."""
+        tenant_id = require_tenant("related", tenant_id)
         with _query.connect(self._bind()) as conn:
             entry = _query.get_entry(conn, entry_id, tenant_id)
             return [] if entry is None else _query.related_entries(conn, entry, tenant_id)
 
-    def actions(self, *, tenant_id: Any = ANY_TENANT) -> builtins.list[str]:
+    def actions(self, *, tenant_id: Any = TENANT_REQUIRED) -> builtins.list[str]:
         """Every action name in the log (of ``tenant_id``), sorted: the choices of a filter."""
+        tenant_id = require_tenant("actions", tenant_id)
         with _query.connect(self._bind()) as conn:
             return _query.distinct_actions(conn, tenant_id)
 
@@ -318,26 +331,120 @@ class Auditor:
         fileobj: IO[str] | IO[bytes],
         format: _export.Format = "csv",
         *,
-        tenant_id: Any = ANY_TENANT,
+        tenant_id: Any = TENANT_REQUIRED,
         progress: Callable[[int], None] | None = None,
+        actor: Actor | None = None,
         **filters: Any,
     ) -> int:
-        """Write every matching entry (no span limit) as CSV or NDJSON; returns the count."""
+        """Write every matching entry (no span limit) as CSV or NDJSON; returns the count.
+
+        Taking a copy of the evidence is itself recorded: an ``audit_log.export``
+        entry when it starts and one saying how it ended (``completed`` with the
+        row count, or ``failed``), linked by ``metadata.chain_id``. ``actor``
+        names who exported (default: the current context's actor).
+        """
+        from whodid import export as _export
+
+        spec = self._export_spec("export", format, tenant_id, filters)
+        chain = self._record_export(spec, format, actor, "started", None, None)
+        count, status = 0, "failed"
+        try:
+            with _query.connect(self._bind()) as conn:
+                count = _export.write_any(conn, spec, fileobj, format, progress)
+            status = "completed"
+        finally:
+            self._record_export(spec, format, actor, status, count, chain)
+        return count
+
+    def iter_export(
+        self,
+        format: _export.Format = "csv",
+        *,
+        tenant_id: Any = TENANT_REQUIRED,
+        actor: Actor | None = None,
+        lines_per_chunk: int = 500,
+        **filters: Any,
+    ) -> Iterator[str]:
+        """Every matching entry as chunks of CSV or NDJSON text, for streaming.
+
+        Filters are checked now (so a bad one fails before anything is sent)
+        and the start is recorded; the end is recorded when the iterator ends:
+        ``completed``, ``abandoned`` (closed early, e.g. the client went away)
+        or ``failed``, with the rows sent.
+        """
+        spec = self._export_spec("iter_export", format, tenant_id, filters)
+        chain = self._record_export(spec, format, actor, "started", None, None)
+        return self._stream(spec, format, actor, chain, lines_per_chunk)
+
+    def _stream(
+        self, spec: Filters, format: Any, actor: Actor | None, chain: str, size: int
+    ) -> Iterator[str]:
+        from whodid import export as _export
+
+        count, status = 0, "failed"
+
+        def counted(rows: Iterator[Any]) -> Iterator[Any]:
+            nonlocal count
+            for row in rows:
+                count += 1
+                yield row
+
+        try:
+            chunk: builtins.list[str] = []
+            with _query.connect(self._bind()) as conn:
+                for line in _export.lines(counted(_query.iter_export_rows(conn, spec)), format):
+                    chunk.append(line)
+                    if len(chunk) >= size:
+                        yield "".join(chunk)
+                        chunk = []
+            if chunk:
+                yield "".join(chunk)
+            status = "completed"
+        except GeneratorExit:
+            status = "abandoned"
+            raise
+        finally:
+            self._record_export(spec, format, actor, status, count, chain)
+
+    def _export_spec(self, method: str, format: Any, tenant_id: Any, filters: Any) -> Filters:
         from whodid import export as _export
 
         if format not in _export.FORMATS:
             raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
-        spec = Filters.build(tenant_id=tenant_id, **filters)
+        spec = Filters.build(tenant_id=require_tenant(method, tenant_id), **filters)
+        # The log as it is now: not the export's own start entry, nor what comes later.
         with _query.connect(self._bind()) as conn:
-            if format == "csv" and conn.dialect.driver == "psycopg":
-                where = _query.export_where(conn, spec)
-                return _export.copy_csv(conn, where, fileobj, progress)
-            if format == "csv" and conn.dialect.driver == "pysqlite":
-                where = _query.export_where(conn, spec)
-                count = _export.sqlite_csv(conn, where, fileobj, progress)
-                if count is not None:
-                    return count
-            return _export.write(fileobj, _query.iter_export_rows(conn, spec), format, progress)
+            top = _query.last_seq(conn)
+        return dataclasses.replace(spec, upto_seq=top if spec.upto_seq is None else spec.upto_seq)
+
+    def _record_export(
+        self,
+        spec: Filters,
+        format: Any,
+        actor: Actor | None,
+        status: str,
+        rows: int | None,
+        chain: str | None,
+    ) -> str:
+        from whodid.entry import new_entry_id
+
+        chain = chain or new_entry_id().replace("log_", "exp_")
+        metadata: dict[str, Any] = {
+            "format": format,
+            "filters": spec.as_dict(),
+            "status": status,
+            "chain_id": chain,
+            "upto_seq": spec.upto_seq,
+        }
+        if rows is not None:
+            metadata["rows"] = rows
+        self.record(
+            "audit_log.export",
+            actor=actor,
+            tenant_id=None if spec.tenant_id is ALL_TENANTS else spec.tenant_id,
+            metadata=metadata,
+        )
+        return chain
 
     # -- integrity and retention ------------------------------------------------
 
@@ -418,18 +525,28 @@ class Auditor:
             return integrity.verify(conn, public, dict(head) if head else None, progress)
 
     def purge(
-        self, before: dt.datetime | None = None, *, tenant_id: str | None = None
+        self, before: dt.datetime | None = None, *, tenant_id: Any = TENANT_REQUIRED
     ) -> builtins.list[Purged]:
         """Delete entries past their retention; the one way rows leave the log.
 
-        With ``before``, deletes entries older than it (of ``tenant_id``, or of
-        every tenant), refusing to cut into a configured retention period.
-        Without, applies ``Auditor(retention=...)`` to every tenant. Each purge
-        is signed (when a signing key is set) and recorded as an
-        ``audit_log.purge`` entry by the system actor.
+        Args:
+            before: delete entries older than this (never a future time),
+                refusing to cut into a configured retention period. Without
+                it, ``Auditor(retention=...)`` says how old per tenant.
+            tenant_id: whose entries: a tenant's id, None for entries written
+                with no tenant, or ``whodid.ALL_TENANTS``.
+
+        Returns:
+            One :class:`~whodid.retention.Purged` per tenant horizon applied.
+
+        Each purge is signed when a signing key is configured (without one,
+        ``verify`` cannot tell it from a deletion past the last checkpoint) and
+        recorded as an ``audit_log.purge`` entry by the system actor.
         """
+        tenant_id = require_tenant("purge", tenant_id)
         now = dt.datetime.now(dt.UTC)
         engine = self._engine()
+        plan: builtins.list[tuple[Any, dt.datetime]]
         if before is not None:
             plan = [(tenant_id, utc(before))]
         elif self.retention is None:
@@ -438,15 +555,16 @@ class Auditor:
             )
         else:
             plan = []
-            for tenant in self.tenants() if tenant_id is None else [tenant_id]:
+            every = tenant_id is ALL_TENANTS
+            for tenant in self.tenants(tenant_id=ALL_TENANTS) if every else [tenant_id]:
                 period = self.retention.period(tenant)
                 if period is not None:
                     plan.append((tenant, now - period))
         done = []
         for tenant, horizon in plan:
             check_horizon(None, tenant, horizon, now)  # never a future horizon
-            tenants_hit = [tenant] if tenant is not None else self.tenants()
-            for each in tenants_hit:
+            every = tenant is ALL_TENANTS
+            for each in self.tenants(tenant_id=ALL_TENANTS) if every else [tenant]:
                 check_horizon(self.retention, each, horizon, now)
             if self.signing_key is not None:
                 self.seal()
@@ -462,21 +580,27 @@ class Auditor:
                                 action="audit_log.purge",
                                 metadata={
                                     "before": iso(horizon),
-                                    "tenant_id": tenant,
+                                    "tenant_id": None if tenant is ALL_TENANTS else tenant,
+                                    "all_tenants": tenant is ALL_TENANTS,
                                     "rows": result.rows,
                                     "checkpoint": result.checkpoint,
                                 },
                             )
                         ],
-                        RequestContext(actor=Actor.system("whodid-retention"), tenant_id=tenant),
+                        RequestContext(
+                            actor=Actor.system("whodid-retention"),
+                            tenant_id=None if tenant is ALL_TENANTS else tenant,
+                        ),
                     )
                     self.writer.write(conn, rows)
             done.append(result)
         return done
 
-    def tenants(self, *, tenant_id: Any = ANY_TENANT, **filters: Any) -> builtins.list[str | None]:
+    def tenants(
+        self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any
+    ) -> builtins.list[str | None]:
         """The tenants with entries matching the filters (None: entries with no tenant)."""
-        spec = Filters.build(tenant_id=tenant_id, **filters)
+        spec = Filters.build(tenant_id=require_tenant("tenants", tenant_id), **filters)
         with _query.connect(self._bind()) as conn:
             return _query.distinct_tenants(conn, spec)
 

@@ -24,7 +24,7 @@ from whodid.context import Actor
 from whodid.demo import DEFAULT_DB
 from whodid.entry import iso
 from whodid.errors import WhodidError
-from whodid.query import ACTOR_TYPES, ANY_TENANT, Filters
+from whodid.query import ACTOR_TYPES, ALL_TENANTS, Filters
 from whodid.schema import TABLE
 
 db_option = click.option(
@@ -66,10 +66,32 @@ def upgrade(db_url: str) -> None:
     click.echo(f"{TABLE} is up to date in {db_url}; run `whodid verify` to check it")
 
 
+tenant_options = [
+    click.option("--tenant", "tenant_id", help="This tenant's entries."),
+    click.option(
+        "--all-tenants", "all_tenants", is_flag=True, help="Every tenant's entries (say it)."
+    ),
+]
+
+
+def _with_tenant(fn: Any) -> Any:
+    for option in reversed(tenant_options):
+        fn = option(fn)
+    return fn
+
+
+def _tenant(given: dict[str, Any]) -> Any:
+    """The tenant a command reads: --tenant T or --all-tenants, exactly one."""
+    tenant_id, every = given.pop("tenant_id", None), given.pop("all_tenants", False)
+    if (tenant_id is None) == (not every):
+        raise click.UsageError("name whose entries: --tenant TENANT, or --all-tenants")
+    return ALL_TENANTS if every else tenant_id
+
+
 def filter_options(fn: Any) -> Any:
     """The query filters, shared by list and export."""
     options = [
-        click.option("--tenant", "tenant_id", help="Only this tenant's entries."),
+        *tenant_options,
         click.option("--action", multiple=True, help="Dotted action; repeat for several."),
         click.option("--feature"),
         click.option("--operation"),
@@ -114,9 +136,9 @@ _LABELS = {
 
 
 def _filters(given: dict[str, Any]) -> dict[str, Any]:
+    tenant = _tenant(given)
     filters = {k: v for k, v in given.items() if v not in (None, ())}
-    if "tenant_id" not in filters:
-        filters["tenant_id"] = ANY_TENANT
+    filters["tenant_id"] = tenant
     return filters
 
 
@@ -187,13 +209,15 @@ def list_(db_url: str, limit: int, cursor: str | None, as_json: bool, **given: A
     """List entries, newest first."""
     with _friendly(db_url):
         auditor = _auditor(db_url)
-        page = auditor.list(limit=limit, cursor=cursor, labels=_LABELS, **_filters(given))
+        filters = _filters(given)
+        page = auditor.list(limit=limit, cursor=cursor, labels=_LABELS, **filters)
     if as_json:
         data = {"data": [e.to_dict() for e in page.entries], "next_cursor": page.next_cursor}
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     if not page.entries:
-        click.echo("No events yet." if not given_any(given) else "No entries match.")
+        narrowed = any(v is not ALL_TENANTS for v in filters.values())
+        click.echo("No entries match." if narrowed else "No events yet.")
         return
     rows = [
         (
@@ -214,18 +238,14 @@ def list_(db_url: str, limit: int, cursor: str | None, as_json: bool, **given: A
         click.echo(f"\nmore: --cursor {page.next_cursor}")
 
 
-def given_any(given: dict[str, Any]) -> bool:
-    return any(v not in (None, ()) for v in given.values())
-
-
 @main.command()
 @db_option
 @click.argument("entry_id")
-@click.option("--tenant", "tenant_id", help="Refuse entries of other tenants.")
-def show(db_url: str, entry_id: str, tenant_id: str | None) -> None:
+@_with_tenant
+def show(db_url: str, entry_id: str, **given: Any) -> None:
     """Show one entry with its related entries, as JSON."""
     auditor = _auditor(db_url)
-    tenant = ANY_TENANT if tenant_id is None else tenant_id
+    tenant = _tenant(given)
     with _friendly(db_url):
         entry = auditor.get(entry_id, tenant_id=tenant)
         if entry is None:
@@ -254,24 +274,25 @@ def export(db_url: str, fmt: str, output: str | None, **given: Any) -> None:
     path = output or f"audit-log.{fmt}"
     show_progress = path != "-" and sys.stderr.isatty()
     with _friendly(db_url):
-        spec = Filters.build(labels=_LABELS, **filters)  # refuse bad filters before the file
+        Filters.build(labels=_LABELS, **filters)  # refuse bad filters before the file
         total = auditor.count(**filters) if show_progress else None
         stream = click.get_binary_stream("stdout") if path == "-" else open(path, "wb")  # noqa: SIM115
+        # Who took the copy: auditors ask; the export records its start and end.
+        actor = Actor.system("whodid-cli", label=getpass.getuser())
         try:
             with click.progressbar(
                 length=total or 0, label="exporting", file=sys.stderr, hidden=not show_progress
             ) as bar:
-                count = auditor.export(stream, fmt, progress=bar.update, **filters)  # type: ignore[arg-type]
+                count = auditor.export(
+                    stream,
+                    fmt,  # type: ignore[arg-type]
+                    progress=bar.update,
+                    actor=actor,
+                    **filters,
+                )
         finally:
             if path != "-":
                 stream.close()
-        # Taking a copy of the evidence is itself an action auditors ask about.
-        auditor.record(
-            "audit_log.export",
-            actor=Actor.system("whodid-cli", label=getpass.getuser()),
-            tenant_id=None if spec.tenant_id is ANY_TENANT else spec.tenant_id,
-            metadata={"format": fmt, "filters": spec.as_dict(), "rows": count, "file": path},
-        )
     if path != "-":
         click.echo(f"{count} entries written to {path}", err=True)
 
@@ -380,9 +401,9 @@ def verify(
 @click.option(
     "--older-than", "older_than", required=True, help="Age past which entries go, e.g. 365d, 3y."
 )
-@click.option("--tenant", "tenant_id", help="Only this tenant's entries.")
+@_with_tenant
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge(db_url: str, key: str | None, older_than: str, tenant_id: str | None, yes: bool) -> None:
+def purge(db_url: str, key: str | None, older_than: str, yes: bool, **given: Any) -> None:
     """Delete entries past retention (signed and recorded as audit_log.purge)."""
     from datetime import UTC, datetime
 
@@ -397,12 +418,12 @@ def purge(db_url: str, key: str | None, older_than: str, tenant_id: str | None, 
             raise click.BadParameter("needs a finite age", param_hint="--older-than")
         before = datetime.now(UTC) - age
         auditor = _auditor(db_url, signing_key=key)
-        scope = {"tenant_id": tenant_id} if tenant_id else {}
-        n = auditor.count(end=before, **scope)
+        tenant_id = _tenant(given)
+        n = auditor.count(end=before, tenant_id=tenant_id)
         if not n:
             click.echo("nothing to purge")
             return
-        tenants = len(auditor.tenants(end=before, **scope))
+        tenants = len(auditor.tenants(end=before, tenant_id=tenant_id))
         if not yes:
             click.confirm(
                 f"delete {n} entries of {tenants} tenant{'s' if tenants != 1 else ''} "

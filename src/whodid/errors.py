@@ -11,3 +11,8 @@ class ConfigurationError(WhodidError, ValueError):
 
 class InvalidQuery(WhodidError, ValueError):
     """A filter, cursor or date range of a query cannot be used as given."""
+
+
+class CrossTenantWrite(WhodidError):
+    """A change to one tenant's row was made in another tenant's context, and the
+    Auditor was told to refuse those (``Auditor(cross_tenant="refuse")``)."""

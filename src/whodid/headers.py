@@ -148,19 +148,39 @@ def _forwarded_for(header: str) -> list[str]:
     return hops
 
 
+#: The forwarding headers a trusted proxy may be configured to write.
+PROXY_HEADERS = ("x-forwarded-for", "forwarded")
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyResolver:
-    """Finds the client address behind a chain of trusted proxies."""
+    """Finds the client address behind a chain of trusted proxies.
+
+    ``header`` is the one header the proxies write (nginx and AWS ALB append
+    ``X-Forwarded-For``; RFC 7239 proxies write ``Forwarded``). It is
+    configured, never guessed from the request: a proxy that appends one
+    header passes the other through as the client wrote it.
+    """
 
     trusted: tuple[IPNetwork, ...] = ()
+    header: str = "x-forwarded-for"
+
+    @classmethod
+    def of(cls, trusted_proxies: Iterable[str] | str | None, header: str) -> ProxyResolver:
+        """Check and build the resolver of a middleware's ``trusted_proxies`` / ``proxy_header``."""
+        name = str(header).strip().lower()
+        if name not in PROXY_HEADERS:
+            raise ConfigurationError(
+                f"proxy_header {header!r} is not one whodid reads; name the header your "
+                f"proxies write: {' or '.join(PROXY_HEADERS)}"
+            )
+        return cls(parse_networks(trusted_proxies), name)
 
     def is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self.trusted)
 
-    def client_ip(
-        self, peer: str | None, forwarded: str | None, x_forwarded_for: str | None
-    ) -> str | None:
-        """The client address, walking forwarding headers right to left.
+    def client_ip(self, peer: str | None, chain: str | None) -> str | None:
+        """The client address, walking ``chain`` (the configured header) right to left.
 
         A hop is believed only if every hop to its right (and the peer) is a
         trusted proxy; the first untrusted hop is the client. Garbage in the
@@ -169,14 +189,9 @@ class ProxyResolver:
         ip = parse_ip(peer)
         if ip is None:
             return None
-        if not self.trusted or not self.is_trusted(ip):
+        if not self.trusted or not self.is_trusted(ip) or not chain:
             return str(ip)
-        if forwarded:
-            hops = _forwarded_for(forwarded)
-        elif x_forwarded_for:
-            hops = x_forwarded_for.split(",")
-        else:
-            hops = []
+        hops = _forwarded_for(chain) if self.header == "forwarded" else chain.split(",")
         for raw in reversed(hops[-32:]):
             hop = parse_ip(raw)
             if hop is None:

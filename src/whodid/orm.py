@@ -35,7 +35,7 @@ from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 
 from whodid.diff import _MISSING, nested_change
 from whodid.errors import ConfigurationError
-from whodid.values import REDACTED, Redactor, to_json
+from whodid.values import REDACTED, REDACTED_CHANGED, Redactor, to_json
 from whodid.writer import Change, Writer
 
 _INTERNAL = "whodid_internal"
@@ -56,12 +56,14 @@ class TrackSpec:
     pk_keys: tuple[str, ...]
     redacted: frozenset[str]  # attribute keys whose values are never stored
     tenant_key: str | None
+    redactor: Redactor  # secret-named keys inside JSON values, at any depth
 
     def values(self, state: InstanceState[Any]) -> dict[str, Any]:
         """Every loaded tracked column of ``state``, JSON-safe and redacted."""
         data = state.dict
+        scrub = self.redactor.scrub
         return {
-            key: REDACTED if key in self.redacted else to_json(data[key])
+            key: REDACTED if key in self.redacted else scrub(to_json(data[key]))
             for key, _ in self.columns
             if key in data
         }
@@ -70,7 +72,14 @@ class TrackSpec:
         parts = [values.get(k) for k in self.pk_keys]
         if any(p is None for p in parts):
             return None
-        return ":".join(str(to_json(p)) for p in parts)
+        texts = [str(to_json(p)) for p in parts]
+        if self.redacted.intersection(self.pk_keys):
+            # A secret as a key (an API token's own table): never stored in clear.
+            texts = [
+                self.redactor.entity_id(text) if key in self.redacted else text
+                for key, text in zip(self.pk_keys, texts, strict=True)
+            ]
+        return ":".join(texts)
 
     def tenant(self, data: dict[str, Any]) -> str | None:
         if self.tenant_key is None:
@@ -93,9 +102,9 @@ class TrackSpec:
             if old == new:
                 continue
             if key in self.redacted:
-                old, new = REDACTED, REDACTED
+                old, new = REDACTED, REDACTED_CHANGED
             else:
-                old, new = nested_change(old, new)
+                old, new = nested_change(*self.redactor.scrub_pair(old, new))
             if old is not _MISSING:
                 before[key] = old
             if new is not _MISSING:
@@ -198,6 +207,7 @@ def make_spec(
         pk_keys=pk_keys,
         redacted=redacted,
         tenant_key=tenant,
+        redactor=redactor,
     )
 
 
@@ -446,7 +456,7 @@ class _BulkCapture:
 
     def _json(self, row: dict[str, Any]) -> dict[str, Any]:
         return {
-            key: REDACTED if key in self.spec.redacted else to_json(value)
+            key: REDACTED if key in self.spec.redacted else self.spec.redactor.scrub(to_json(value))
             for key, value in row.items()
         }
 

@@ -39,21 +39,22 @@ ACTOR_TYPES = ("user", "api_key", "system", "anonymous")
 MAX_VALUE = 400
 
 
-class _AnyTenant:
+class _AllTenants:
     def __repr__(self) -> str:
-        return "ANY_TENANT"
+        return "whodid.ALL_TENANTS"
 
 
-#: Default of the Python API's ``tenant_id``: trusted code may read every tenant.
-#: The HTTP API always passes the viewer's tenant (None meaning single-tenant rows).
-ANY_TENANT: Any = _AnyTenant()
+#: ``tenant_id=ALL_TENANTS``: trusted code reading (or purging) every tenant, said
+#: out loud. Every reading method needs a tenant_id: a tenant's id, None for the
+#: entries written with no tenant, or this.
+ALL_TENANTS: Any = _AllTenants()
 
 
 @dataclass(frozen=True)
 class Filters:
     """The filters of a list or export, checked on construction."""
 
-    tenant_id: Any = ANY_TENANT
+    tenant_id: Any = ALL_TENANTS
     action: tuple[str, ...] = ()
     feature: str | None = None
     operation: str | None = None
@@ -68,6 +69,8 @@ class Filters:
     q: str | None = None
     start: dt.datetime | None = None
     end: dt.datetime | None = None
+    #: Only entries up to this seq: an export reads the log as it was when it began.
+    upto_seq: int | None = None
 
     #: How the caller names each filter in messages (HTTP says start_date, the CLI --since).
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -97,7 +100,7 @@ class Filters:
             )
         values: dict[str, Any] = {"labels": labels}
         for name, value in given.items():
-            if value is None or (name == "tenant_id" and value is ANY_TENANT):
+            if value is None or (name == "tenant_id" and value is ALL_TENANTS):
                 values[name] = value
             elif name == "action":
                 if isinstance(value, str):
@@ -111,6 +114,10 @@ class Filters:
                 values[name] = _datetime(label(name), value, end_of_day=name == "end")
             elif name == "ip":
                 values[name] = _ip(label(name), value)
+            elif name == "upto_seq":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise InvalidQuery(f"{label(name)} must be an integer")
+                values[name] = value
             else:
                 values[name] = _text(label(name), value)
         filters = cls(**values)
@@ -143,7 +150,7 @@ class Filters:
         """WHERE conditions for every filter given (the date range excepted)."""
         c = entries.c
         where: list[Any] = []
-        if self.tenant_id is not ANY_TENANT:
+        if self.tenant_id is not ALL_TENANTS:
             where.append(
                 c.tenant_id.is_(None) if self.tenant_id is None else c.tenant_id == self.tenant_id
             )
@@ -168,13 +175,15 @@ class Filters:
             where += [c.actor_type == "user", c.actor_id == self.user_id]
         if self.api_key_id is not None:
             where += [c.actor_type == "api_key", c.actor_id == self.api_key_id]
+        if self.upto_seq is not None:
+            where.append(c.seq <= self.upto_seq)
         if self.q:
             where.append(Matches("%" + re.sub(r"([%_/])", r"/\1", self.q) + "%"))
         return where
 
     def fingerprint(self) -> str:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "labels"}
-        data["tenant_id"] = "*" if self.tenant_id is ANY_TENANT else self.tenant_id
+        data["tenant_id"] = "*" if self.tenant_id is ALL_TENANTS else self.tenant_id
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -182,10 +191,10 @@ class Filters:
         """The filters given, JSON-ready (for the export's own audit entry)."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "labels":
+            if f.name in ("labels", "upto_seq"):
                 continue
             value = getattr(self, f.name)
-            if value is None or value is ANY_TENANT or value == ():
+            if value is None or value is ALL_TENANTS or value == ():
                 continue
             out[f.name] = iso(value) if isinstance(value, dt.datetime) else value
         return out
@@ -397,7 +406,7 @@ def count_entries(conn: Connection, filters: Filters) -> int:
 _ENTRY_ID = re.compile(r"log_[0-9A-HJKMNP-TV-Z]{26}")
 
 
-def get_entry(conn: Connection, entry_id: str, tenant_id: Any = ANY_TENANT) -> Entry | None:
+def get_entry(conn: Connection, entry_id: str, tenant_id: Any) -> Entry | None:
     # Anything that is not an entry id cannot name one: no query needed, and
     # no odd bytes (NUL, surrogates) ever reach the driver.
     if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
@@ -409,7 +418,7 @@ def get_entry(conn: Connection, entry_id: str, tenant_id: Any = ANY_TENANT) -> E
 
 
 def related_entries(
-    conn: Connection, entry: Entry, tenant_id: Any = ANY_TENANT, limit: int = 100
+    conn: Connection, entry: Entry, tenant_id: Any, limit: int = 100
 ) -> list[Entry]:
     """Entries of the same request, and of the same chain (``metadata.chain_id``)."""
     c = entries.c
@@ -451,11 +460,31 @@ def distinct_actions(conn: Connection, tenant_id: Any) -> list[str]:
     return [str(action) for action in conn.execute(stmt).scalars()]
 
 
+def last_seq(conn: Connection) -> int:
+    """The highest seq in the log (0 when empty)."""
+    top = conn.execute(sa.select(sa.func.max(entries.c.seq))).scalar()
+    return int(top or 0)
+
+
 def distinct_tenants(conn: Connection, filters: Filters) -> list[str | None]:
     """The tenants that have entries matching ``filters`` (no date limit)."""
     c = entries.c
     stmt = sa.select(c.tenant_id).where(*_unbounded_where(conn, filters)).distinct()
     return list(conn.execute(stmt).scalars())
+
+
+def require_tenant(method: str, tenant_id: Any) -> Any:
+    """``tenant_id`` if the caller chose one; else an error saying how to choose."""
+    if tenant_id is TENANT_REQUIRED:
+        raise InvalidQuery(
+            f"{method}() needs tenant_id=: a tenant's id, None for the entries written with "
+            "no tenant, or whodid.ALL_TENANTS to read every tenant"
+        )
+    return tenant_id
+
+
+#: Default of every tenant_id parameter, so leaving it out is an error, not a choice.
+TENANT_REQUIRED: Any = object()
 
 
 def connect(bind: Engine | Connection) -> Any:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from whodid import partitions
 from whodid.entry import iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
+from whodid.query import ALL_TENANTS, Filters
 from whodid.schema import SQLITE_PURGE_FUNCTION, entries, purge_window
 
 if TYPE_CHECKING:
@@ -106,9 +107,30 @@ def check_horizon(
         )
 
 
+def refuse_purge(occurred: Any, tenant: Any) -> int:
+    """The SQLite purge function outside a purge: no row may go."""
+    return 0
+
+
+def guard_sqlite(engine: Engine) -> None:
+    """Give every connection of ``engine`` the purge function that refuses.
+
+    The DELETE guard then fails with its own "append-only" message rather
+    than "no such function" (which rejects the DELETE just as well).
+    """
+    if engine.dialect.name != "sqlite" or sa.event.contains(engine, "connect", _on_connect):
+        return
+    sa.event.listen(engine, "connect", _on_connect)
+
+
+def _on_connect(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection.create_function(SQLITE_PURGE_FUNCTION, 2, refuse_purge)
+
+
 @contextlib.contextmanager
 def _purge_door(conn: Connection, before: dt.datetime, tenant_id: str | None) -> Iterator[None]:
-    """Let the delete triggers pass rows older than ``before`` (of one tenant), here only.
+    """Let the delete triggers pass rows older than ``before`` (of one tenant, or of
+    any when None: the DELETE's own WHERE narrows it), here only.
 
     SQLite: the trigger asks a function that only this connection has, only now.
     PostgreSQL: a purge window row, plus a transaction-local setting that plain
@@ -129,7 +151,7 @@ def _purge_door(conn: Connection, before: dt.datetime, tenant_id: str | None) ->
         try:
             yield
         finally:
-            raw.create_function(SQLITE_PURGE_FUNCTION, 2, None)
+            raw.create_function(SQLITE_PURGE_FUNCTION, 2, refuse_purge)
         return
     opened = conn.execute(purge_window.insert().values(before=before, tenant_id=tenant_id))
     window_id = opened.inserted_primary_key[0]  # type: ignore[index]
@@ -144,29 +166,33 @@ def _purge_door(conn: Connection, before: dt.datetime, tenant_id: str | None) ->
 def purge_rows(
     conn: Connection,
     before: dt.datetime,
-    tenant_id: str | None,
+    tenant_id: Any,
     private: Ed25519PrivateKey | None,
 ) -> Purged:
-    """Delete entries older than ``before`` (of one tenant, or all) and sign for it."""
+    """Delete entries older than ``before`` and sign for it.
+
+    ``tenant_id`` is one tenant, None (the entries with no tenant) or
+    ``ALL_TENANTS``.
+    """
     before = utc(before)
     c = entries.c
+    every = tenant_id is ALL_TENANTS
     at = before.replace(tzinfo=None) if conn.dialect.name == "sqlite" else before
-    where = [c.occurred_at < at]
-    if tenant_id is not None:
-        where.append(c.tenant_id == tenant_id)
+    where = [c.occurred_at < at, *Filters(tenant_id=tenant_id).conditions()]
     doomed = conn.execute(
         sa.select(c.seq, c.occurred_at, c.digest).where(*where).order_by(c.seq)
     ).all()
+    shown = None if every else tenant_id
     if not doomed:
-        return Purged(tenant_id, before, 0, None)
+        return Purged(shown, before, 0, None)
     deleted = dropped = 0
-    if tenant_id is None and partitions.is_partitioned(conn):
+    if every and partitions.is_partitioned(conn):
         # Whole months past the horizon go at once; the rows were read above,
         # so the signed purge record still lists every one of them.
         for name in partitions.expired_partitions(conn, before):
             dropped += conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
             partitions.drop_partition(conn, name)
-    with _purge_door(conn, at, tenant_id):
+    with _purge_door(conn, at, None if every else tenant_id):
         deleted = dropped + conn.execute(sa.delete(entries).where(*where)).rowcount
     number = None
     if private is not None:
@@ -180,8 +206,8 @@ def purge_rows(
             "purge",
             leaves,
             previous.hi if previous else 0,
-            {"before": iso(before), "tenant_id": tenant_id},
+            {"before": iso(before), "tenant_id": shown, "all_tenants": every},
             previous,
         )
         number = checkpoint.number
-    return Purged(tenant_id, before, deleted, number)
+    return Purged(shown, before, deleted, number)

@@ -162,14 +162,71 @@ def _unserializable(value: Any, why: str = "not JSON-serialisable") -> dict[str,
     }
 
 
+#: What the new side of an update says when only a redacted value changed: the
+#: reader sees that the secret changed without learning it.
+REDACTED_CHANGED = "[REDACTED, changed]"
+
+
+def _normal(name: str) -> str:
+    # apiKey, api_key, API-Key and "api key" are one name.
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
 class Redactor:
-    """Decides which column names hold secrets, by substring or exact name."""
+    """Decides which names hold secrets, and keeps their values out of entries.
+
+    A name matches when a pattern is part of it, compared without case and
+    without ``_``, ``-`` or spaces (``apiKey`` matches ``api_key``); names
+    listed in ``extra`` match exactly.
+    """
 
     def __init__(self, patterns: Iterable[str] = DEFAULT_REDACT_PATTERNS) -> None:
-        words = [re.escape(p.lower()) for p in patterns if p]
+        words = [re.escape(_normal(p)) for p in patterns if p and _normal(p)]
         self._pattern = re.compile("|".join(words)) if words else None
+        self._seen: dict[str, bool] = {}
 
     def __call__(self, name: str, extra: frozenset[str] = frozenset()) -> bool:
         if name in extra:
             return True
-        return self._pattern is not None and self._pattern.search(name.lower()) is not None
+        found = self._seen.get(name)
+        if found is None:
+            found = self._pattern is not None and self._pattern.search(_normal(name)) is not None
+            if len(self._seen) < 10_000:  # names are few; a flood of odd keys is not cached
+                self._seen[name] = found
+        return found
+
+    def scrub(self, value: Any) -> Any:
+        """``value`` (JSON-safe) with every secret-named key's value redacted, at any depth."""
+        if isinstance(value, dict):
+            return {k: REDACTED if self(k) else self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def scrub_pair(self, old: Any, new: Any) -> tuple[Any, Any]:
+        """Both sides of an update scrubbed; a secret that changed reads
+        :data:`REDACTED_CHANGED` on the new side, so the change still shows."""
+        if isinstance(old, dict) and isinstance(new, dict):
+            before, after = {}, {}
+            for key in old.keys() | new.keys():
+                if self(key):
+                    if key in old:
+                        before[key] = REDACTED
+                    if key in new:
+                        same = key in old and old[key] == new[key]
+                        after[key] = REDACTED if same else REDACTED_CHANGED
+                elif key in old and key in new:
+                    before[key], after[key] = self.scrub_pair(old[key], new[key])
+                elif key in old:
+                    before[key] = self.scrub(old[key])
+                else:
+                    after[key] = self.scrub(new[key])
+            return {k: before[k] for k in old if k in before}, {k: after[k] for k in new}
+        if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+            pairs = [self.scrub_pair(a, b) for a, b in zip(old, new, strict=True)]
+            return [a for a, _ in pairs], [b for _, b in pairs]
+        return self.scrub(old), self.scrub(new)
+
+    def entity_id(self, value: str) -> str:
+        """A secret used as an id, as a stable pseudonym (SHA-256, not the value)."""
+        return "redacted:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:24]

@@ -31,6 +31,7 @@ from whodid.entry import (
     new_entry_ids,
     utc,
 )
+from whodid.errors import ConfigurationError, CrossTenantWrite
 from whodid.schema import JSON_COLUMNS, entries
 from whodid.values import plain_text, storable, to_json
 
@@ -255,11 +256,27 @@ class Writer:
         fast_paths: False sends every row through SQLAlchemy Core's INSERT, the
             reference the faster ways (a ready-made INSERT, COPY, riding on
             the COMMIT) must match byte for byte.
+        cross_tenant: what a change to a row of tenant B made in tenant A's
+            context becomes: ``"file"`` it under B with ``acting_tenant_id: A``
+            in its metadata, or ``"refuse"`` it (:class:`CrossTenantWrite`,
+            which fails the flush).
     """
 
-    def __init__(self, enricher: Enricher | None = None, *, fast_paths: bool = True) -> None:
+    def __init__(
+        self,
+        enricher: Enricher | None = None,
+        *,
+        fast_paths: bool = True,
+        cross_tenant: str = "file",
+    ) -> None:
+        if cross_tenant not in ("file", "refuse"):
+            raise ConfigurationError(
+                f"cross_tenant must be 'file' (under the row's tenant, saying who acted "
+                f"from where) or 'refuse', got {cross_tenant!r}"
+            )
         self.enricher = enricher
         self.fast_paths = fast_paths
+        self.cross_tenant = cross_tenant
         self.rider = CommitRider(_COLUMNS, lambda row: _values(row, sqlite=False))
 
     def rows(
@@ -280,6 +297,13 @@ class Writer:
         ids = new_entry_ids(len(changes))
         rows = []
         for change, entry_id in zip(changes, ids, strict=True):
+            metadata = to_json(dict(change.metadata)) if change.metadata else {}
+            tenant = shared["tenant_id"]
+            if change.tenant_id is not None and change.tenant_id != tenant:
+                if tenant is not None:
+                    self._cross_tenant(change, tenant)
+                    metadata = {**metadata, "acting_tenant_id": tenant}
+                tenant = plain_text(change.tenant_id)
             row = {
                 **shared,
                 "id": entry_id,
@@ -289,12 +313,11 @@ class Writer:
                 "operation": change.operation,
                 "entity_type": change.entity_type,
                 "entity_id": change.entity_id,
-                "metadata": to_json(dict(change.metadata)) if change.metadata else {},
+                "tenant_id": tenant,
+                "metadata": metadata,
                 "before": change.before,
                 "after": change.after,
             }
-            if change.tenant_id is not None and shared["tenant_id"] is None:
-                row["tenant_id"] = change.tenant_id
             _bound(row, _CHANGE_LIMITS)
             # Each JSON field is encoded once: the same text is stored and
             # goes into the canonical form the digest covers.
@@ -303,7 +326,7 @@ class Writer:
             if fast is None:
                 encoded = {
                     "client": client,
-                    "metadata": canonical_json(row["metadata"]) if change.metadata else "{}",
+                    "metadata": canonical_json(row["metadata"]) if row["metadata"] else "{}",
                     "before": None if change.before is None else canonical_json(change.before),
                     "after": None if change.after is None else canonical_json(change.after),
                 }
@@ -314,6 +337,14 @@ class Writer:
             row[ENCODED] = encoded
             rows.append(row)
         return rows
+
+    def _cross_tenant(self, change: Change, acting: str) -> None:
+        if self.cross_tenant == "refuse":
+            raise CrossTenantWrite(
+                f"a change to {change.entity_type} {change.entity_id} of tenant "
+                f"{change.tenant_id!r} was made in tenant {acting!r}'s context; "
+                "Auditor(cross_tenant='refuse') does not allow that"
+            )
 
     def _context_fields(self, ctx: RequestContext | None) -> dict[str, Any]:
         if ctx is None:

@@ -20,7 +20,6 @@ from whodid.headers import (
     forwarding_chain,
     header_text,
     new_request_id,
-    parse_networks,
     valid_request_id,
 )
 from whodid.resolvers import Resolvers, ResolverSource
@@ -44,12 +43,14 @@ class WSGIAuditMiddleware:
         tenant: Callable[[Environ], str | None] | None = None,
         passkey: Callable[[Environ], bool | None] | None = None,
         trusted_proxies: Iterable[str] | str | None = None,
+        proxy_header: str = "x-forwarded-for",
         geoip_db: str | os.PathLike[str] | None = None,
         header_name: str = REQUEST_ID_HEADER,
     ) -> None:
         self.app = app
         self.resolvers = Resolvers(actor, tenant, passkey)
-        self.proxies = ProxyResolver(parse_networks(trusted_proxies))
+        self.proxies = ProxyResolver.of(trusted_proxies, proxy_header)
+        self._proxy_key = "HTTP_" + self.proxies.header.upper().replace("-", "_")
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
         self.header_name = header_name
         self.environ_key = "HTTP_" + header_name.upper().replace("-", "_")
@@ -121,11 +122,10 @@ class _EnvironSource(ResolverSource):
         return self.environ
 
     def ip(self) -> str | None:
-        forwarded = xff = None
+        chain = None
         if self.mw.proxies.trusted:
-            forwarded = forwarding_chain(_wsgi_str(self.environ.get("HTTP_FORWARDED")))
-            xff = forwarding_chain(_wsgi_str(self.environ.get("HTTP_X_FORWARDED_FOR")))
-        return self.mw.proxies.client_ip(self.environ.get("REMOTE_ADDR"), forwarded, xff)
+            chain = forwarding_chain(_wsgi_str(self.environ.get(self.mw._proxy_key)))
+        return self.mw.proxies.client_ip(self.environ.get("REMOTE_ADDR"), chain)
 
     def user_agent(self) -> str | None:
         return header_text(_wsgi_str(self.environ.get("HTTP_USER_AGENT")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from whodid import export as _export
-from whodid import query as _query
 from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.errors import InvalidQuery
+from whodid.query import ALL_TENANTS
 from whodid.web.dashboard import Dashboard, static_assets
 from whodid.web.openapi import openapi_document
 
@@ -52,9 +52,13 @@ EXPORT_CHUNK = 500
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is reading the log: their tenant and role (and, optionally, actor)."""
+    """Who is reading the log: their tenant and role (and, optionally, actor).
 
-    tenant_id: str | None
+    ``tenant_id`` is the tenant whose entries they read, or ``whodid.ALL_TENANTS``
+    in a single-tenant app; a viewer with no tenant is refused.
+    """
+
+    tenant_id: Any
     role: str
     actor: Actor | None = None
 
@@ -90,6 +94,19 @@ class AuditAPI:
             raise _Refused(error(401, "unauthenticated", "sign in to read the audit log"))
         if _field(viewer, "role") not in READ_ROLES:
             raise _Refused(error(403, "forbidden", "only owners and admins can read the audit log"))
+        tenant = _field(viewer, "tenant_id")
+        if not (isinstance(tenant, str) and tenant) and tenant is not ALL_TENANTS:
+            # None would read as "the entries with no tenant": every tenantless
+            # entry to whoever authorize() forgot to scope. Refuse, and say why.
+            log.error("audit_app authorize() returned a viewer with tenant_id=%r", tenant)
+            raise _Refused(
+                error(
+                    403,
+                    "forbidden",
+                    "the viewer names no tenant: authorize() must return a tenant_id, or "
+                    "whodid.ALL_TENANTS for a single-tenant app",
+                )
+            )
         return viewer
 
     def filters(self, request: Request, viewer: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -162,41 +179,22 @@ class AuditAPI:
         if format not in _export.FORMATS:
             return error(404, "not_found", "exports are export.csv or export.ndjson")
         given = self.filters(request, viewer, ())
-        spec = _query.Filters.build(labels=LABELS, **given)  # a 400 before streaming starts
-        filename = f"audit-log.{format}"
-        return StreamingResponse(
-            self._export_lines(spec, format, viewer),
-            media_type=_export.MEDIA_TYPES[format],
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
-
-    def _export_lines(self, spec: _query.Filters, format: Any, viewer: Any) -> Iterator[str]:
-        # A sync generator: Starlette iterates it in a worker thread, with the
-        # request's context, so the database reads never block the event loop.
-        count = 0
-
-        def counted(rows: Iterator[Any]) -> Iterator[Any]:
-            nonlocal count
-            for row in rows:
-                count += 1
-                yield row
-
-        chunk: list[str] = []
-        with _query.connect(self.auditor._bind()) as conn:
-            for line in _export.lines(counted(_query.iter_export_rows(conn, spec)), format):
-                chunk.append(line)
-                if len(chunk) >= EXPORT_CHUNK:
-                    yield "".join(chunk)
-                    chunk = []
-        if chunk:
-            yield "".join(chunk)
-        # Taking a copy of the evidence is itself an action auditors ask about.
         actor = _field(viewer, "actor")
-        self.auditor.record(
-            "audit_log.export",
-            actor=actor if isinstance(actor, Actor) else None,
-            tenant_id=_field(viewer, "tenant_id"),
-            metadata={"format": format, "filters": spec.as_dict(), "rows": count},
+        # Checks the filters (a 400 before streaming starts) and records the start;
+        # the end (completed, abandoned by the client, failed) is recorded too.
+        chunks = await run_in_threadpool(
+            lambda: self.auditor.iter_export(
+                format,
+                actor=actor if isinstance(actor, Actor) else None,
+                lines_per_chunk=EXPORT_CHUNK,
+                labels=LABELS,
+                **given,
+            )
+        )
+        return StreamingResponse(
+            chunks,
+            media_type=_export.MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="audit-log.{format}"'},
         )
 
     async def openapi(self, request: Request) -> Response:
