@@ -39,6 +39,17 @@ DEFERRED = (
     "click",
     "starlette.applications",
     "subprocess",
+    # whodid's own reading, export, retention and integrity: loaded on first use
+    "whodid.query",
+    "whodid.search",
+    "whodid.export",
+    "whodid.retention",
+    "whodid.partitions",
+    "whodid.integrity",
+    "whodid.checkpoints",
+    "whodid.keys",
+    "whodid.web",
+    "whodid.cli",
 )
 
 
@@ -109,13 +120,7 @@ print(auditor.list(action="items.create", tenant_id=None).entries[0].entity_id)
 
 
 def _at(auditor: Auditor, when: dt.datetime, action: str) -> None:
-    feature, _, operation = action.partition(".")
-    ctx = RequestContext(actor=ADA, tenant_id="org_1")
-    rows = auditor.writer.rows(
-        [Change(feature=feature, operation=operation, action=action)], ctx, occurred_at=when
-    )
-    with auditor.engine.begin() as conn:  # type: ignore[union-attr]
-        auditor.writer.write(conn, rows)
+    put(auditor, action=action, at=when)
 
 
 @pytest.fixture

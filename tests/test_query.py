@@ -30,6 +30,7 @@ def put(
     ip: str | None = "203.0.113.9",
     metadata: dict | None = None,
     user_agent: str | None = "Mozilla/5.0 Firefox/120.0",
+    at: dt.datetime | None = None,
 ) -> None:
     feature, _, operation = action.partition(".")
     ctx = RequestContext(
@@ -48,7 +49,8 @@ def put(
         entity_id=entity[1],
         metadata=metadata or {},
     )
-    rows = auditor.writer.rows([change], ctx, occurred_at=NOW - dt.timedelta(days=days_ago))
+    when = at or NOW - dt.timedelta(days=days_ago)
+    rows = auditor.writer.rows([change], ctx, occurred_at=when)
     with auditor.engine.begin() as conn:  # type: ignore[union-attr]
         auditor.writer.write(conn, rows)
 

@@ -14,24 +14,25 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from whodid import query as _query
 from whodid import schema
-from whodid import search as _search
 from whodid.context import Actor, RequestContext, current_context
 from whodid.enrich import Enricher
 from whodid.entry import Entry, iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.orm import OrmCapture, is_async, make_spec
-from whodid.query import ALL_TENANTS, TENANT_REQUIRED, Filters, Page, require_tenant
-from whodid.retention import Purged, Retention, check_horizon, guard_sqlite, purge_rows
+from whodid.tenancy import ALL_TENANTS, TENANT_REQUIRED, require_tenant
 from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.writer import Change, Writer
 
+# Reading, exporting, retention and integrity load on first use: an app that
+# only writes entries never pays for importing them.
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from whodid import export as _export
     from whodid import integrity
+    from whodid.query import Filters, Page
+    from whodid.retention import Purged, Retention
 
 M = TypeVar("M", bound=type[Any])
 
@@ -77,7 +78,7 @@ class Auditor:
             )
         self.engine: Engine | None = engine
         if engine is not None:
-            guard_sqlite(engine)
+            schema.guard_sqlite(engine)
         self.redactor = Redactor(redact_patterns)
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
         self.signing_key = None
@@ -297,24 +298,34 @@ class Auditor:
         ``tenant_id`` is required: a tenant's id, None for entries written with
         no tenant, or ``whodid.ALL_TENANTS`` (trusted code reading every tenant).
         """
+        from whodid import query as _query
+        from whodid.query import Filters
+
         spec = Filters.build(tenant_id=require_tenant("list", tenant_id), labels=labels, **filters)
         with _query.connect(self._bind()) as conn:
             return _query.list_page(conn, spec, limit=limit, cursor=cursor)
 
     def count(self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any) -> int:
         """How many entries match (no date limit), e.g. for an export's progress bar."""
+        from whodid import query as _query
+        from whodid.query import Filters
+
         spec = Filters.build(tenant_id=require_tenant("count", tenant_id), **filters)
         with _query.connect(self._bind()) as conn:
             return _query.count_entries(conn, spec)
 
     def get(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> Entry | None:
         """The entry with this id, or None (also when it belongs to another tenant)."""
+        from whodid import query as _query
+
         tenant_id = require_tenant("get", tenant_id)
         with _query.connect(self._bind()) as conn:
             return _query.get_entry(conn, entry_id, tenant_id)
 
     def related(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> builtins.list[Entry]:
         """Entries of the same request or chain as ``entry_id``, oldest first."""
+        from whodid import query as _query
+
         tenant_id = require_tenant("related", tenant_id)
         with _query.connect(self._bind()) as conn:
             entry = _query.get_entry(conn, entry_id, tenant_id)
@@ -322,6 +333,8 @@ class Auditor:
 
     def actions(self, *, tenant_id: Any = TENANT_REQUIRED) -> builtins.list[str]:
         """Every action name in the log (of ``tenant_id``), sorted: the choices of a filter."""
+        from whodid import query as _query
+
         tenant_id = require_tenant("actions", tenant_id)
         with _query.connect(self._bind()) as conn:
             return _query.distinct_actions(conn, tenant_id)
@@ -344,6 +357,7 @@ class Auditor:
         names who exported (default: the current context's actor).
         """
         from whodid import export as _export
+        from whodid import query as _query
 
         spec = self._export_spec("export", format, tenant_id, filters)
         chain = self._record_export(spec, format, actor, "started", None, None)
@@ -380,6 +394,7 @@ class Auditor:
         self, spec: Filters, format: Any, actor: Actor | None, chain: str, size: int
     ) -> Iterator[str]:
         from whodid import export as _export
+        from whodid import query as _query
 
         count, status = 0, "failed"
 
@@ -408,6 +423,8 @@ class Auditor:
 
     def _export_spec(self, method: str, format: Any, tenant_id: Any, filters: Any) -> Filters:
         from whodid import export as _export
+        from whodid import query as _query
+        from whodid.query import Filters
 
         if format not in _export.FORMATS:
             raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
@@ -487,6 +504,8 @@ class Auditor:
         too, by scanning them; run it now and then (``seal()`` does, or
         ``whodid index`` from cron) so that scan stays short.
         """
+        from whodid import search as _search
+
         engine = self._engine()
         total = 0
         while True:
@@ -543,6 +562,9 @@ class Auditor:
         ``verify`` cannot tell it from a deletion past the last checkpoint) and
         recorded as an ``audit_log.purge`` entry by the system actor.
         """
+        from whodid import search as _search
+        from whodid.retention import check_horizon, purge_rows
+
         tenant_id = require_tenant("purge", tenant_id)
         now = dt.datetime.now(dt.UTC)
         engine = self._engine()
@@ -600,6 +622,9 @@ class Auditor:
         self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any
     ) -> builtins.list[str | None]:
         """The tenants with entries matching the filters (None: entries with no tenant)."""
+        from whodid import query as _query
+        from whodid.query import Filters
+
         spec = Filters.build(tenant_id=require_tenant("tenants", tenant_id), **filters)
         with _query.connect(self._bind()) as conn:
             return _query.distinct_tenants(conn, spec)

@@ -24,8 +24,9 @@ from whodid.context import Actor
 from whodid.demo import DEFAULT_DB
 from whodid.entry import iso
 from whodid.errors import WhodidError
-from whodid.query import ACTOR_TYPES, ALL_TENANTS, Filters
+from whodid.query import ACTOR_TYPES, Filters
 from whodid.schema import TABLE
+from whodid.tenancy import ALL_TENANTS
 
 db_option = click.option(
     "--db",

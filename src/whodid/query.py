@@ -32,22 +32,12 @@ from whodid.entry import COLUMNS, Entry, iso, utc
 from whodid.errors import InvalidQuery
 from whodid.schema import JSON_COLUMNS, entries
 from whodid.search import Matches
+from whodid.tenancy import ALL_TENANTS
 
 MAX_SPAN = dt.timedelta(days=366)
 MAX_LIMIT = 200
 ACTOR_TYPES = ("user", "api_key", "system", "anonymous")
 MAX_VALUE = 400
-
-
-class _AllTenants:
-    def __repr__(self) -> str:
-        return "whodid.ALL_TENANTS"
-
-
-#: ``tenant_id=ALL_TENANTS``: trusted code reading (or purging) every tenant, said
-#: out loud. Every reading method needs a tenant_id: a tenant's id, None for the
-#: entries written with no tenant, or this.
-ALL_TENANTS: Any = _AllTenants()
 
 
 @dataclass(frozen=True)
@@ -471,20 +461,6 @@ def distinct_tenants(conn: Connection, filters: Filters) -> list[str | None]:
     c = entries.c
     stmt = sa.select(c.tenant_id).where(*_unbounded_where(conn, filters)).distinct()
     return list(conn.execute(stmt).scalars())
-
-
-def require_tenant(method: str, tenant_id: Any) -> Any:
-    """``tenant_id`` if the caller chose one; else an error saying how to choose."""
-    if tenant_id is TENANT_REQUIRED:
-        raise InvalidQuery(
-            f"{method}() needs tenant_id=: a tenant's id, None for the entries written with "
-            "no tenant, or whodid.ALL_TENANTS to read every tenant"
-        )
-    return tenant_id
-
-
-#: Default of every tenant_id parameter, so leaving it out is an error, not a choice.
-TENANT_REQUIRED: Any = object()
 
 
 def connect(bind: Engine | Connection) -> Any:

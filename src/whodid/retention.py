@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from whodid import partitions
 from whodid.entry import iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.query import ALL_TENANTS, Filters
-from whodid.schema import SQLITE_PURGE_FUNCTION, entries, purge_window
+from whodid.query import Filters
+from whodid.schema import SQLITE_PURGE_FUNCTION, entries, purge_window, refuse_purge
+from whodid.tenancy import ALL_TENANTS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -105,26 +106,6 @@ def check_horizon(
             f"purging before {iso(before)} would delete entries of {who} younger than its "
             f"retention of {period.days} days; the earliest allowed horizon is {iso(horizon)}"
         )
-
-
-def refuse_purge(occurred: Any, tenant: Any) -> int:
-    """The SQLite purge function outside a purge: no row may go."""
-    return 0
-
-
-def guard_sqlite(engine: Engine) -> None:
-    """Give every connection of ``engine`` the purge function that refuses.
-
-    The DELETE guard then fails with its own "append-only" message rather
-    than "no such function" (which rejects the DELETE just as well).
-    """
-    if engine.dialect.name != "sqlite" or sa.event.contains(engine, "connect", _on_connect):
-        return
-    sa.event.listen(engine, "connect", _on_connect)
-
-
-def _on_connect(dbapi_connection: Any, record: Any) -> None:
-    dbapi_connection.create_function(SQLITE_PURGE_FUNCTION, 2, refuse_purge)
 
 
 @contextlib.contextmanager

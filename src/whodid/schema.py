@@ -199,6 +199,26 @@ def _sqlite_guards(table: str, key: str, deletable: bool) -> list[str]:
     ]
 
 
+def refuse_purge(occurred: Any, tenant: Any) -> int:
+    """The SQLite purge function outside a purge: no row may go."""
+    return 0
+
+
+def guard_sqlite(engine: Engine) -> None:
+    """Give every connection of ``engine`` the purge function that refuses.
+
+    The DELETE guard then fails with its own "append-only" message rather
+    than "no such function" (which rejects the DELETE just as well).
+    """
+    if engine.dialect.name != "sqlite" or event.contains(engine, "connect", _on_connect):
+        return
+    event.listen(engine, "connect", _on_connect)
+
+
+def _on_connect(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection.create_function(SQLITE_PURGE_FUNCTION, 2, refuse_purge)
+
+
 _SQLITE_TRIGGERS = _sqlite_guards(TABLE, "seq", deletable=True)
 _SQLITE_CHECKPOINT_TRIGGERS = _sqlite_guards(CHECKPOINTS, "number", deletable=False)
 

@@ -19,7 +19,7 @@ from whodid import export as _export
 from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.errors import InvalidQuery
-from whodid.query import ALL_TENANTS
+from whodid.tenancy import ALL_TENANTS
 from whodid.web.dashboard import Dashboard, static_assets
 from whodid.web.openapi import openapi_document
 
