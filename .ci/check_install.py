@@ -30,7 +30,7 @@ def bare() -> None:
     print(f"imported {len(names)} modules")
 
     from whodid import Actor, Auditor, audit_context
-    from whodid.keys import generate_key_pair
+    from whodid.integrity.keys import generate_key_pair
 
     private, public = generate_key_pair("audit.pem")
     engine = sa.create_engine("sqlite:///bare.db")

@@ -36,7 +36,7 @@ def make_bare() -> Starlette:
 
 def make_whodid() -> Starlette:
     from whodid import Actor
-    from whodid.asgi import AuditMiddleware
+    from whodid.capture.asgi import AuditMiddleware
 
     def actor(request: Any) -> Actor | None:  # typical resolver; lazy, never called here
         user = request.scope.get("user")

@@ -260,9 +260,9 @@ def _install_floor(
 
     import sqlalchemy as sa
 
-    from whodid import schema
-    from whodid.at_commit import CommitRider
-    from whodid.writer import (
+    from whodid.store import schema
+    from whodid.store.drivers.commit_rider import CommitRider
+    from whodid.store.writer import (
         _CHUNK,
         _COLUMNS,
         COPY_THRESHOLD,
@@ -355,7 +355,7 @@ def _minimal_builder(template: list[Any], sqlite: bool) -> Callable[[list[Any]],
     import orjson
 
     from whodid.context import current_context
-    from whodid.writer import _COLUMNS
+    from whodid.store.writer import _COLUMNS
 
     at = {name: i for i, name in enumerate(_COLUMNS)}
     at_before, at_after, at_time, at_digest = (

@@ -54,9 +54,9 @@ def seed_all(urls: dict[str, str], n: int) -> dict[str, float]:
 
 def cursor_at(auditor: Any, depth: int, **filters: Any) -> str:
     """The cursor a client holds after paging ``depth`` entries deep with ``filters``."""
-    from whodid.entry import Entry
-    from whodid.query import Filters, _occurred, encode_cursor
-    from whodid.schema import entries
+    from whodid.entry.fields import Entry
+    from whodid.store.query import Filters, _occurred, encode_cursor
+    from whodid.store.schema import entries
 
     spec = Filters.build(**filters)
     start, end = spec.window()
@@ -99,7 +99,7 @@ def _ms_variants(
 
 def _search_terms(auditor: Any, n: int) -> tuple[str, str]:
     """A rare term (an entity id) and a common one (a user's email), taken from the log."""
-    from whodid.schema import entries
+    from whodid.store.schema import entries
 
     c = entries.c
     with auditor.engine.connect() as conn:
@@ -250,7 +250,7 @@ def _write_unindexed(auditor: Any, count: int) -> None:
     """Entries the search indexer has not seen yet, as a live log always has."""
     from whodid import Actor
     from whodid.context import RequestContext
-    from whodid.writer import Change
+    from whodid.store.writer import Change
 
     ctx = RequestContext(actor=Actor.user("usr_tail", "tail@example.com"), tenant_id="org_big")
     changes = [

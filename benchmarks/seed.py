@@ -22,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from whodid import Auditor
-from whodid.entry import digest, new_entry_id
-from whodid.schema import entries, search_text
+from whodid.entry.fields import digest, new_entry_id
+from whodid.store.schema import entries, search_text
 
 ACTIONS = [
     f"{f}.{op}"

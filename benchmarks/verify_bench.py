@@ -18,7 +18,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from whodid import Auditor, integrity
+from whodid import Auditor
+from whodid.integrity import verify as integrity
 
 
 def main() -> None:

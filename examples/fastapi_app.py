@@ -45,8 +45,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import whodid
 from whodid import Actor, Auditor, Entry
-from whodid.asgi import AuditMiddleware
-from whodid.schema import entries
+from whodid.capture.asgi import AuditMiddleware
+from whodid.store.schema import entries
 
 # Tracking is registered on the model classes, which exist once per process, so
 # the auditor is module-level too. It needs no engine: ORM entries go out on the

@@ -34,8 +34,8 @@ from sqlalchemy.orm import (
 from werkzeug.exceptions import HTTPException
 
 from whodid import Actor, Auditor, Entry, audit_context
-from whodid.schema import entries
-from whodid.wsgi import WSGIAuditMiddleware
+from whodid.capture.wsgi import WSGIAuditMiddleware
+from whodid.store.schema import entries
 
 # No engine here: the models are declared once at import time, while each
 # create_app() brings its own database. Entries are written on the session's

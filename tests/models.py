@@ -96,7 +96,7 @@ class Note(Base):
 def read_entries(bind: sa.Engine | sa.Connection) -> list[Any]:
     """Every entry in insertion order, as whodid.Entry objects."""
     from whodid import Entry
-    from whodid.schema import entries
+    from whodid.store.schema import entries
 
     def run(conn: sa.Connection) -> list[Any]:
         rows = conn.execute(sa.select(entries).order_by(entries.c.seq)).mappings()

@@ -31,9 +31,9 @@ from starlette.websockets import WebSocket
 import whodid
 from models import read_entries
 from whodid import Actor, Auditor, ConfigurationError, audit_context, current_context
-from whodid.asgi import AuditMiddleware
-from whodid.headers import MAX_USER_AGENT
-from whodid.writer import Change, Writer
+from whodid.capture.asgi import AuditMiddleware
+from whodid.capture.headers import MAX_USER_AGENT
+from whodid.store.writer import Change, Writer
 
 Message = MutableMapping[str, Any]
 HEX32 = re.compile(r"[0-9a-f]{32}")

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Base, Customer, auditor, read_entries
 from pgserver import with_driver
 from whodid import ALL_TENANTS, Actor, Auditor, audit_context
-from whodid.at_commit import MAX_CALLS
-from whodid.schema import INSERT_PROCEDURE
+from whodid.store.drivers.commit_rider import MAX_CALLS
+from whodid.store.schema import INSERT_PROCEDURE
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from whodid.entry import (
+from whodid.entry.fields import (
     CONTENT_FIELDS,
     canonical,
     canonical_json,
@@ -17,7 +17,7 @@ from whodid.entry import (
     new_entry_id,
     new_entry_ids,
 )
-from whodid.writer import ENCODED, Change, Writer
+from whodid.store.writer import ENCODED, Change, Writer
 
 JSON_FIELDS = ("client", "metadata", "before", "after")
 json_values = st.recursive(
@@ -114,7 +114,7 @@ def test_a_client_of_any_shape_is_stored_and_hashed_canonically(client: dict[str
     import hashlib
 
     from whodid import audit_context
-    from whodid.enrich import Enricher
+    from whodid.store.enrich import Enricher
 
     class Custom(Enricher):
         def client(self, user_agent: str | None) -> dict[str, object] | None:
@@ -140,7 +140,7 @@ def test_context_values_of_str_subclasses_take_the_json_path() -> None:
 
     from whodid import Actor, audit_context
     from whodid.context import current_context
-    from whodid.writer import _base_doc
+    from whodid.store.writer import _base_doc
 
     class Name(enum.StrEnum):
         ADA = "ada o'brien"

@@ -1,4 +1,4 @@
-"""Tests of whodid.enrich: GeoIP country lookup and User-Agent parsing."""
+"""Tests of whodid.store.enrich: GeoIP country lookup and User-Agent parsing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import user_agents
 
 from mmdb import build_city_mmdb, build_country_mmdb
-from whodid.enrich import Enricher, default_enricher
 from whodid.errors import ConfigurationError
+from whodid.store.enrich import Enricher, default_enricher
 
 MAPPING = {
     "81.2.69.0/24": "GB",

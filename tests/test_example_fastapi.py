@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from models import read_entries
 from pgserver import with_driver
 from whodid import Entry
-from whodid.schema import entries
+from whodid.store.schema import entries
 
 KEY = {"Authorization": f"Bearer {DEMO_API_KEY}"}
 OTHER_KEY = {"Authorization": f"Bearer {OTHER_API_KEY}"}

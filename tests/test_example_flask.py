@@ -28,7 +28,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from whodid import Actor, audit_context, current_context
-from whodid.schema import entries
+from whodid.store.schema import entries
 
 UA = "payments-test/1.0 (+https://example.com)"
 

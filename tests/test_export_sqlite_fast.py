@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from whodid import ALL_TENANTS, Auditor, export, query
-from whodid.schema import entries
+from whodid import ALL_TENANTS, Auditor
+from whodid.export import formats as export
+from whodid.store import query
+from whodid.store.schema import entries
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 

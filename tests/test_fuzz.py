@@ -49,10 +49,10 @@ from starlette.testclient import TestClient
 
 from whodid import Actor, Auditor, InvalidQuery
 from whodid.context import RequestContext
-from whodid.query import ACTOR_TYPES, MAX_LIMIT, Filters, Page
-from whodid.schema import entries
+from whodid.store.query import ACTOR_TYPES, MAX_LIMIT, Filters, Page
+from whodid.store.schema import entries
+from whodid.store.writer import Change
 from whodid.web import Viewer, audit_app
-from whodid.writer import Change
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 BASE = NOW - dt.timedelta(minutes=1)  # seeded entries are at or before this

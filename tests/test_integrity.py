@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from test_query import put
 from whodid import ALL_TENANTS, Auditor, InvalidQuery, Retention
-from whodid.entry import digest
-from whodid.integrity import generate_key_pair
-from whodid.schema import checkpoints, entries
-from whodid.writer import Change
+from whodid.entry.fields import digest
+from whodid.integrity.verify import generate_key_pair
+from whodid.store.schema import checkpoints, entries
+from whodid.store.writer import Change
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -208,7 +208,7 @@ def test_late_commit_with_an_earlier_seq_is_never_a_false_alarm(pg_url):
 
 def _writer_process(url: str, n: int, worker: int) -> None:
     from whodid import Actor, Auditor, audit_context
-    from whodid.writer import Change
+    from whodid.store.writer import Change
 
     auditor = Auditor(url)
     engine = auditor.engine

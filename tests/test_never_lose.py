@@ -22,9 +22,9 @@ from markupsafe import Markup
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from whodid import Actor, Auditor, audit_context
-from whodid.entry import canonical
-from whodid.schema import JSON_COLUMNS, entries
-from whodid.values import MAX_DEPTH, to_json
+from whodid.entry.fields import canonical
+from whodid.entry.values import MAX_DEPTH, to_json
+from whodid.store.schema import JSON_COLUMNS, entries
 
 
 class Base(DeclarativeBase):

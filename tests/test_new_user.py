@@ -18,9 +18,9 @@ from test_query import ADA, put
 from whodid import ALL_TENANTS, Auditor, InvalidQuery
 from whodid.cli import main
 from whodid.context import RequestContext
-from whodid.query import Filters
+from whodid.store.query import Filters
+from whodid.store.writer import Change
 from whodid.web import Viewer, audit_app
-from whodid.writer import Change
 
 # What `import whodid` must not load: each is needed only by a feature used later
 # (parsing a user agent, a GeoIP lookup, signing, PostgreSQL, async sessions, pages).
@@ -40,14 +40,14 @@ DEFERRED = (
     "starlette.applications",
     "subprocess",
     # whodid's own reading, export, retention and integrity: loaded on first use
-    "whodid.query",
-    "whodid.search",
-    "whodid.export",
-    "whodid.retention",
-    "whodid.partitions",
-    "whodid.integrity",
-    "whodid.checkpoints",
-    "whodid.keys",
+    "whodid.store.query",
+    "whodid.store.search",
+    "whodid.export.formats",
+    "whodid.integrity.retention",
+    "whodid.store.partitions",
+    "whodid.integrity.verify",
+    "whodid.integrity.checkpoints",
+    "whodid.integrity.keys",
     "whodid.web",
     "whodid.cli",
 )
@@ -71,7 +71,10 @@ def _loaded_by(code: str) -> set[str]:
 def test_import_whodid_loads_only_what_capture_needs():
     floor = _loaded_by("import sqlalchemy.orm, starlette.requests")
     loaded = _loaded_by("import whodid") - floor
-    assert {m for m in loaded if m.split(".")[0] == "whodid"} >= {"whodid.orm", "whodid.writer"}
+    assert {m for m in loaded if m.split(".")[0] == "whodid"} >= {
+        "whodid.capture.orm",
+        "whodid.store.writer",
+    }
     early = sorted(m for m in loaded if any(m == d or m.startswith(d + ".") for d in DEFERRED))
     assert early == []
 
@@ -87,7 +90,7 @@ def _public_modules() -> list[str]:
 def test_every_module_imports_and_audits_without_greenlet(tmp_path):
     """SQLAlchemy 2.1 no longer installs greenlet: whodid must not need it to import or write."""
     modules = _public_modules()
-    assert "whodid.asgi" in modules and "whodid.cli" in modules
+    assert "whodid.capture.asgi" in modules and "whodid.cli" in modules
     code = f"""
 import sys
 sys.modules["greenlet"] = None  # what `import greenlet` finds when it is not installed

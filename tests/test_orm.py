@@ -56,7 +56,7 @@ def test_entries_of_tracked_models_take_the_fast_encoding(Sessions, monkeypatch)
     """Names taken from the table are plain str, not SQLAlchemy's quoted_name:
     a str subclass sends every entry through the stdlib encoder, which gives the
     same bytes but took after_flush from 183 to 237 µs per PostgreSQL commit."""
-    from whodid import writer
+    from whodid.store import writer
 
     spec = auditor.capture.spec_for(Customer)
     assert type(spec.entity_type) is str and type(spec.feature) is str
@@ -247,7 +247,7 @@ def test_entry_insert_skips_the_engine_only_while_nothing_watches(sqlite_url, ca
     so it still sees the INSERT."""
     import logging
 
-    from whodid.writer import _unobserved
+    from whodid.store.writer import _unobserved
 
     engine = sa.create_engine(sqlite_url)
     Base.metadata.create_all(engine)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from test_query import put
 from whodid import ALL_TENANTS, Auditor, ConfigurationError
-from whodid.partitions import add_partitions
+from whodid.store.partitions import add_partitions
 
 
 def partitions(engine: sa.Engine) -> list[str]:

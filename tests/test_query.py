@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from whodid import ALL_TENANTS, Actor, Auditor, InvalidQuery
 from whodid.context import RequestContext
-from whodid.writer import Change
+from whodid.store.writer import Change
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 ADA = Actor.user("usr_1", "ada@example.com")
@@ -268,8 +268,8 @@ def test_search_uses_the_trigram_index_on_postgresql(pg_url):
     auditor.index_search()
     with auditor.engine.connect() as conn:  # type: ignore[union-attr]
         conn.execute(sa.text("SET enable_seqscan = off"))
-        from whodid.query import Filters
-        from whodid.schema import entries
+        from whodid.store.query import Filters
+        from whodid.store.schema import entries
 
         stmt = sa.select(entries.c.seq).where(*Filters.build(q="needle").conditions())
         plan = "\n".join(
@@ -285,7 +285,8 @@ def test_search_uses_the_trigram_index_on_postgresql(pg_url):
 
 def test_postgresql_copy_export_matches_the_python_export(pg_url):
     """CSV on PostgreSQL comes from COPY; it must be byte-for-byte what Python writes."""
-    from whodid import export, query
+    from whodid.export import formats as export
+    from whodid.store import query
 
     auditor = Auditor(pg_url)
     auditor.create_all()

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from whodid import Actor, Auditor
-from whodid.schema import entries
+from whodid.store.schema import entries
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from tests.models import Base, Customer
 from tests.test_query import put
 
 from whodid import ALL_TENANTS, Actor, Auditor, audit_context
-from whodid.search import index_pending
-from whodid.writer import COPY_THRESHOLD
+from whodid.store.search import index_pending
+from whodid.store.writer import COPY_THRESHOLD
 
 
 def _auditor(url: str, **kwargs: object) -> tuple[Auditor, sessionmaker]:
@@ -155,9 +155,9 @@ def test_create_all_adds_search_to_a_log_made_before_it(pg_url):
 def test_queued_entries_are_read_by_primary_key_not_by_scanning_the_log(pg_url):
     """On a big log the planner must not filter every entry by text to find queued ones."""
     from whodid.context import RequestContext
-    from whodid.query import Filters
-    from whodid.schema import entries
-    from whodid.writer import Change
+    from whodid.store.query import Filters
+    from whodid.store.schema import entries
+    from whodid.store.writer import Change
 
     auditor, _ = _auditor(pg_url)
     engine = auditor.engine

@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 
 from test_query import put
 from whodid import ALL_TENANTS, Actor, Auditor
-from whodid import query as q
-from whodid.export import sqlite_csv, write
-from whodid.values import REDACTED, REDACTED_CHANGED
+from whodid.entry.values import REDACTED, REDACTED_CHANGED
+from whodid.export.formats import sqlite_csv, write
+from whodid.store import query as q
 from whodid.web import Viewer, audit_app
 
 

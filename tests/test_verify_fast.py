@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_integrity import tamper
-from whodid import fastjson, integrity
-from whodid.entry import CONTENT_FIELDS, canonical, digest, iso, new_entry_id
-from whodid.schema import create_all, entries
+from whodid.entry import fastjson
+from whodid.entry.fields import CONTENT_FIELDS, canonical, digest, iso, new_entry_id
+from whodid.integrity import verify as integrity
+from whodid.store.schema import create_all, entries
 
 KEY = Ed25519PrivateKey.generate()
 T0 = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)

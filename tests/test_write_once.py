@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from test_query import put
 from whodid import ALL_TENANTS, Auditor, InvalidQuery
 from whodid.cli import main
-from whodid.keys import generate_key_pair
+from whodid.integrity.keys import generate_key_pair
 
 DATA = Path(__file__).parent / "data"
 NOW = dt.datetime.now(dt.UTC)

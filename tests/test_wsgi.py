@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 import whodid
 from whodid import Actor, Auditor, ConfigurationError, audit_context, current_context
-from whodid.schema import entries
-from whodid.wsgi import WSGIAuditMiddleware
+from whodid.capture.wsgi import WSGIAuditMiddleware
+from whodid.store.schema import entries
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]

@@ -14,25 +14,25 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from whodid import schema
+from whodid.capture.orm import OrmCapture, is_async, make_spec
 from whodid.context import Actor, RequestContext, current_context
-from whodid.enrich import Enricher
-from whodid.entry import Entry, iso, utc
+from whodid.entry.fields import Entry, iso, utc
+from whodid.entry.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.orm import OrmCapture, is_async, make_spec
+from whodid.store import schema
+from whodid.store.enrich import Enricher
+from whodid.store.writer import Change, Writer
 from whodid.tenancy import ALL_TENANTS, TENANT_REQUIRED, require_tenant
-from whodid.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
-from whodid.writer import Change, Writer
 
 # Reading, exporting, retention and integrity load on first use: an app that
 # only writes entries never pays for importing them.
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from whodid import export as _export
-    from whodid import integrity
-    from whodid.query import Filters, Page
-    from whodid.retention import Purged, Retention
+    from whodid.export import formats as _export
+    from whodid.integrity import verify as integrity
+    from whodid.integrity.retention import Purged, Retention
+    from whodid.store.query import Filters, Page
 
 M = TypeVar("M", bound=type[Any])
 
@@ -83,7 +83,7 @@ class Auditor:
         self.enricher = Enricher(geoip_db) if geoip_db is not None else None
         self.signing_key = None
         if signing_key is not None:
-            from whodid.keys import load_private_key
+            from whodid.integrity.keys import load_private_key
 
             self.signing_key = load_private_key(signing_key)
         self.retention = retention
@@ -114,7 +114,7 @@ class Auditor:
         Args:
             bind: where to create them (default: the Auditor's engine).
             partitioned: (PostgreSQL) partition the table by month, so that
-                retention drops whole months; see :mod:`whodid.partitions`.
+                retention drops whole months; see :mod:`whodid.store.partitions`.
             app_role: (PostgreSQL) run this as the tables' owner and name the
                 application's role: it gets only what writing entries needs
                 (SELECT, INSERT, the sequence, the insert procedure), so no
@@ -124,7 +124,7 @@ class Auditor:
             ``Auditor("postgresql+psycopg://owner@db/app").create_all(app_role="app")``
         """
         target = self._bind(bind)
-        from whodid import partitions
+        from whodid.store import partitions
 
         if not partitioned:
             schema.create_all(target, app_role)
@@ -298,8 +298,8 @@ class Auditor:
         ``tenant_id`` is required: a tenant's id, None for entries written with
         no tenant, or ``whodid.ALL_TENANTS`` (trusted code reading every tenant).
         """
-        from whodid import query as _query
-        from whodid.query import Filters
+        from whodid.store import query as _query
+        from whodid.store.query import Filters
 
         spec = Filters.build(tenant_id=require_tenant("list", tenant_id), labels=labels, **filters)
         with _query.connect(self._bind()) as conn:
@@ -307,8 +307,8 @@ class Auditor:
 
     def count(self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any) -> int:
         """How many entries match (no date limit), e.g. for an export's progress bar."""
-        from whodid import query as _query
-        from whodid.query import Filters
+        from whodid.store import query as _query
+        from whodid.store.query import Filters
 
         spec = Filters.build(tenant_id=require_tenant("count", tenant_id), **filters)
         with _query.connect(self._bind()) as conn:
@@ -316,7 +316,7 @@ class Auditor:
 
     def get(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> Entry | None:
         """The entry with this id, or None (also when it belongs to another tenant)."""
-        from whodid import query as _query
+        from whodid.store import query as _query
 
         tenant_id = require_tenant("get", tenant_id)
         with _query.connect(self._bind()) as conn:
@@ -324,7 +324,7 @@ class Auditor:
 
     def related(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> builtins.list[Entry]:
         """Entries of the same request or chain as ``entry_id``, oldest first."""
-        from whodid import query as _query
+        from whodid.store import query as _query
 
         tenant_id = require_tenant("related", tenant_id)
         with _query.connect(self._bind()) as conn:
@@ -333,7 +333,7 @@ class Auditor:
 
     def actions(self, *, tenant_id: Any = TENANT_REQUIRED) -> builtins.list[str]:
         """Every action name in the log (of ``tenant_id``), sorted: the choices of a filter."""
-        from whodid import query as _query
+        from whodid.store import query as _query
 
         tenant_id = require_tenant("actions", tenant_id)
         with _query.connect(self._bind()) as conn:
@@ -356,8 +356,8 @@ class Auditor:
         row count, or ``failed``), linked by ``metadata.chain_id``. ``actor``
         names who exported (default: the current context's actor).
         """
-        from whodid import export as _export
-        from whodid import query as _query
+        from whodid.export import formats as _export
+        from whodid.store import query as _query
 
         spec = self._export_spec("export", format, tenant_id, filters)
         chain = self._record_export(spec, format, actor, "started", None, None)
@@ -393,8 +393,8 @@ class Auditor:
     def _stream(
         self, spec: Filters, format: Any, actor: Actor | None, chain: str, size: int
     ) -> Iterator[str]:
-        from whodid import export as _export
-        from whodid import query as _query
+        from whodid.export import formats as _export
+        from whodid.store import query as _query
 
         count, status = 0, "failed"
 
@@ -422,9 +422,9 @@ class Auditor:
             self._record_export(spec, format, actor, status, count, chain)
 
     def _export_spec(self, method: str, format: Any, tenant_id: Any, filters: Any) -> Filters:
-        from whodid import export as _export
-        from whodid import query as _query
-        from whodid.query import Filters
+        from whodid.export import formats as _export
+        from whodid.store import query as _query
+        from whodid.store.query import Filters
 
         if format not in _export.FORMATS:
             raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
@@ -443,7 +443,7 @@ class Auditor:
         rows: int | None,
         chain: str | None,
     ) -> str:
-        from whodid.entry import new_entry_id
+        from whodid.entry.fields import new_entry_id
 
         chain = chain or new_entry_id().replace("log_", "exp_")
         metadata: dict[str, Any] = {
@@ -479,7 +479,7 @@ class Auditor:
         Also brings the search index up to date (:meth:`index_search`), so one
         periodic job (``seal_every``) keeps both current.
         """
-        from whodid import integrity
+        from whodid.integrity import verify as integrity
 
         key = self._private_key()
         engine = self._engine()
@@ -504,7 +504,7 @@ class Auditor:
         too, by scanning them; run it now and then (``seal()`` does, or
         ``whodid index`` from cron) so that scan stays short.
         """
-        from whodid import search as _search
+        from whodid.store import search as _search
 
         engine = self._engine()
         total = 0
@@ -517,7 +517,7 @@ class Auditor:
 
     def seal_every(self, seconds: float) -> integrity.Sealer:
         """Seal in a background thread every ``seconds``; call ``.stop()`` to end it."""
-        from whodid import integrity
+        from whodid.integrity import verify as integrity
 
         return integrity.Sealer(self.seal, seconds).start()
 
@@ -534,7 +534,7 @@ class Auditor:
         signed head kept outside the database (``checkpoint.head()``), which
         lets verify see checkpoints removed from the end.
         """
-        from whodid import integrity
+        from whodid.integrity import verify as integrity
 
         if public_key is None:
             public = self._private_key().public_key()
@@ -562,8 +562,8 @@ class Auditor:
         ``verify`` cannot tell it from a deletion past the last checkpoint) and
         recorded as an ``audit_log.purge`` entry by the system actor.
         """
-        from whodid import search as _search
-        from whodid.retention import check_horizon, purge_rows
+        from whodid.integrity.retention import check_horizon, purge_rows
+        from whodid.store import search as _search
 
         tenant_id = require_tenant("purge", tenant_id)
         now = dt.datetime.now(dt.UTC)
@@ -622,8 +622,8 @@ class Auditor:
         self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any
     ) -> builtins.list[str | None]:
         """The tenants with entries matching the filters (None: entries with no tenant)."""
-        from whodid import query as _query
-        from whodid.query import Filters
+        from whodid.store import query as _query
+        from whodid.store.query import Filters
 
         spec = Filters.build(tenant_id=require_tenant("tenants", tenant_id), **filters)
         with _query.connect(self._bind()) as conn:

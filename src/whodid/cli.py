@@ -22,10 +22,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.demo import DEFAULT_DB
-from whodid.entry import iso
+from whodid.entry.fields import iso
 from whodid.errors import WhodidError
-from whodid.query import ACTOR_TYPES, Filters
-from whodid.schema import TABLE
+from whodid.store.query import ACTOR_TYPES, Filters
+from whodid.store.schema import TABLE
 from whodid.tenancy import ALL_TENANTS
 
 db_option = click.option(
@@ -310,7 +310,7 @@ key_option = click.option(
 @click.argument("path", type=click.Path(dir_okay=False))
 def keygen(path: str) -> None:
     """Create an Ed25519 key pair: PATH (private, mode 600) and PATH.pub."""
-    from whodid.integrity import generate_key_pair
+    from whodid.integrity.verify import generate_key_pair
 
     try:
         private, public = generate_key_pair(path)
@@ -408,7 +408,7 @@ def purge(db_url: str, key: str | None, older_than: str, yes: bool, **given: Any
     """Delete entries past retention (signed and recorded as audit_log.purge)."""
     from datetime import UTC, datetime
 
-    from whodid.retention import parse_duration
+    from whodid.integrity.retention import parse_duration
 
     with _friendly(db_url):
         try:

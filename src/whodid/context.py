@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from whodid.enrich import Enricher
+    from whodid.store.enrich import Enricher
 
 ActorType = Literal["user", "api_key", "system", "anonymous"]
 

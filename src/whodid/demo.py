@@ -23,11 +23,11 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from whodid.asgi import AuditMiddleware
 from whodid.auditor import Auditor
+from whodid.capture.asgi import AuditMiddleware
 from whodid.context import Actor, audit_context
-from whodid.entry import Entry
-from whodid.schema import entries
+from whodid.entry.fields import Entry
+from whodid.store.schema import entries
 from whodid.web import Viewer, audit_app
 
 DEFAULT_DB = "sqlite:///whodid-demo.sqlite3"

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from whodid import export as _export
 from whodid.auditor import Auditor
 from whodid.context import Actor
 from whodid.errors import InvalidQuery
+from whodid.export import formats as _export
 from whodid.tenancy import ALL_TENANTS
 from whodid.web.dashboard import Dashboard, static_assets
 from whodid.web.openapi import openapi_document

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from whodid.entry import CONTENT_FIELDS
-from whodid.query import ACTOR_TYPES, MAX_LIMIT
+from whodid.entry.fields import CONTENT_FIELDS
+from whodid.store.query import ACTOR_TYPES, MAX_LIMIT
 
 _STRING_FILTERS = {
     "feature": "Area of the platform, e.g. `payout`.",

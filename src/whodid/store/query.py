@@ -28,10 +28,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from whodid.entry import COLUMNS, Entry, iso, utc
+from whodid.entry.fields import COLUMNS, Entry, iso, utc
 from whodid.errors import InvalidQuery
-from whodid.schema import JSON_COLUMNS, entries
-from whodid.search import Matches
+from whodid.store.schema import JSON_COLUMNS, entries
+from whodid.store.search import Matches
 from whodid.tenancy import ALL_TENANTS
 
 MAX_SPAN = dt.timedelta(days=366)

@@ -37,7 +37,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.engine import Connection
 
-from whodid.checkpoints import (
+from whodid.entry.fields import iso, utc
+from whodid.errors import ConfigurationError
+from whodid.integrity.checkpoints import (
     GENESIS,
     LEAF,
     Checkpoint,
@@ -47,11 +49,8 @@ from whodid.checkpoints import (
     make_checkpoint,
     merkle_root,
 )
-from whodid.entry import iso, utc
-from whodid.errors import ConfigurationError
-from whodid.keys import generate_key_pair, key_id, load_private_key, load_public_key
-from whodid.schema import checkpoints, entries
-from whodid.verify_parallel import (
+from whodid.integrity.keys import generate_key_pair, key_id, load_private_key, load_public_key
+from whodid.integrity.parallel import (
     MAX_WORKERS,
     PARALLEL_MIN,
     _check_shared,
@@ -59,11 +58,12 @@ from whodid.verify_parallel import (
     _shareable,
     _Tally,
 )
-from whodid.verify_ranges import Problem, _check_range, _Promises
+from whodid.integrity.ranges import Problem, _check_range, _Promises
 
 # Read by the tests, which compare the fast and the SQLAlchemy readers.
-from whodid.verify_rows import _entry_rows as _entry_rows
-from whodid.verify_rows import _generic_rows as _generic_rows
+from whodid.integrity.rows import _entry_rows as _entry_rows
+from whodid.integrity.rows import _generic_rows as _generic_rows
+from whodid.store.schema import checkpoints, entries
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -413,7 +413,7 @@ class Sealer:
                 self._seal()
             except Exception:  # keep sealing; a database hiccup must not end it
                 self.errors += 1
-                logging.getLogger("whodid.integrity").exception("background seal failed")
+                logging.getLogger("whodid.integrity.verify").exception("background seal failed")
 
     def stop(self, timeout: float | None = 10) -> None:
         self._stop.set()

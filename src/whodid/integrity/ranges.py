@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from whodid.verify_rows import _entry_rows
+from whodid.integrity.rows import _entry_rows
 
 _MICROS = struct.Struct(">q")
 

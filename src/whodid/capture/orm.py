@@ -33,10 +33,10 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 
-from whodid.diff import _MISSING, nested_change
+from whodid.capture.diff import _MISSING, nested_change
+from whodid.entry.values import REDACTED, REDACTED_CHANGED, Redactor, to_json
 from whodid.errors import ConfigurationError
-from whodid.values import REDACTED, REDACTED_CHANGED, Redactor, to_json
-from whodid.writer import Change, Writer
+from whodid.store.writer import Change, Writer
 
 _INTERNAL = "whodid_internal"
 # session.info keys: the session is running commit()'s own flush; the

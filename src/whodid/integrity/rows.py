@@ -39,10 +39,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from whodid import fastjson
-from whodid.checkpoints import _EPOCH
-from whodid.entry import CONTENT_FIELDS, canonical, iso, utc
-from whodid.schema import entries
+from whodid.entry import fastjson
+from whodid.entry.fields import CONTENT_FIELDS, canonical, iso, utc
+from whodid.integrity.checkpoints import _EPOCH
+from whodid.store.schema import entries
 
 _US = dt.timedelta(microseconds=1)
 _NAIVE_EPOCH = dt.datetime(1970, 1, 1)

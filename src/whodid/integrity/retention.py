@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from whodid import partitions
-from whodid.entry import iso, utc
+from whodid.entry.fields import iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.query import Filters
-from whodid.schema import SQLITE_PURGE_FUNCTION, entries, purge_window, refuse_purge
+from whodid.store import partitions
+from whodid.store.query import Filters
+from whodid.store.schema import SQLITE_PURGE_FUNCTION, entries, purge_window, refuse_purge
 from whodid.tenancy import ALL_TENANTS
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def purge_rows(
         deleted = dropped + conn.execute(sa.delete(entries).where(*where)).rowcount
     number = None
     if private is not None:
-        from whodid.integrity import latest_checkpoint, leaf_bytes, make_checkpoint
+        from whodid.integrity.verify import latest_checkpoint, leaf_bytes, make_checkpoint
 
         previous = latest_checkpoint(conn)
         leaves = b"".join(leaf_bytes(r.seq, r.occurred_at, r.digest) for r in doomed)

@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from whodid.schema import entries
-from whodid.verify_ranges import _check_range, _Part, _Promises
+from whodid.integrity.ranges import _check_range, _Part, _Promises
+from whodid.store.schema import entries
 
 #: Logs spanning fewer seqs than this are verified by this process alone;
 #: larger ones in seq ranges shared with helper processes (see verify()).
@@ -109,7 +109,7 @@ def _plan(
     return list(zip(starts, stops, strict=True)), workers - 1, fingerprint
 
 
-# The helper imports whodid.verify_parallel without running whodid/__init__.py, which
+# The helper imports whodid.integrity.parallel without running whodid/__init__.py, which
 # imports the whole library (0.5 s more of start-up on every verify).
 _HELPER_BOOT = """
 import importlib.util, pickle, sys, types
@@ -118,7 +118,7 @@ spec = importlib.util.find_spec("whodid")
 package = types.ModuleType("whodid")
 package.__path__ = list(spec.submodule_search_locations)
 sys.modules["whodid"] = package
-from whodid.verify_parallel import _helper_main
+from whodid.integrity.parallel import _helper_main
 _helper_main()
 """
 
@@ -169,7 +169,7 @@ class _Helper:
             except Exception as exc:
                 # This process checks the range itself: a database error then
                 # surfaces here, with its own type and message.
-                logging.getLogger("whodid.integrity").debug("verify helper failed: %r", exc)
+                logging.getLogger("whodid.integrity.verify").debug("verify helper failed: %r", exc)
                 todo.append(i)
                 return
             results[i] = part

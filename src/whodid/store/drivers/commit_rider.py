@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from whodid.schema import INSERT_PROCEDURE, PROCEDURE_EXISTS, entries
+from whodid.store.schema import INSERT_PROCEDURE, PROCEDURE_EXISTS, entries
 
 #: Fewer rows than this ride on the COMMIT; more go through COPY at once.
 MAX_ROWS = 200

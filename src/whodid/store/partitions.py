@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.schema import DDL, CreateTable
 
 from whodid.errors import ConfigurationError
-from whodid.schema import (
+from whodid.store.schema import (
     _POSTGRES_SEARCH,
     TABLE,
     _create_procedure,

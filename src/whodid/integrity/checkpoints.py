@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Connection
 
-from whodid.entry import iso, utc
-from whodid.keys import key_id
-from whodid.schema import checkpoints
+from whodid.entry.fields import iso, utc
+from whodid.integrity.keys import key_id
+from whodid.store.schema import checkpoints
 
 GENESIS = "0" * 64
 LEAF = struct.Struct(">Qq32s")  # seq, occurred_at in µs, digest

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from whodid.schema import entries, search_queue, search_table, search_text
+from whodid.store.schema import entries, search_queue, search_table, search_text
 
 #: Entries moved into the search table per statement when catching up.
 BATCH = 10_000

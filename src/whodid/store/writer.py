@@ -19,11 +19,9 @@ from sqlalchemy import String
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from whodid import fastjson
-from whodid.at_commit import CommitRider
 from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
-from whodid.enrich import Enricher, default_enricher
-from whodid.entry import (
+from whodid.entry import fastjson
+from whodid.entry.fields import (
     CONTENT_FIELDS,
     canonical_json,
     canonical_spliced,
@@ -31,9 +29,11 @@ from whodid.entry import (
     new_entry_ids,
     utc,
 )
+from whodid.entry.values import plain_text, storable, to_json
 from whodid.errors import ConfigurationError, CrossTenantWrite
-from whodid.schema import JSON_COLUMNS, entries
-from whodid.values import plain_text, storable, to_json
+from whodid.store.drivers.commit_rider import CommitRider
+from whodid.store.enrich import Enricher, default_enricher
+from whodid.store.schema import JSON_COLUMNS, entries
 
 
 @dataclass(slots=True)

@@ -16,8 +16,8 @@ from typing import IO, Any, Literal
 
 import sqlalchemy as sa
 
-from whodid.entry import COLUMNS, iso
-from whodid.schema import JSON_COLUMNS, entries
+from whodid.entry.fields import COLUMNS, iso
+from whodid.store.schema import JSON_COLUMNS, entries
 
 Format = Literal["csv", "ndjson"]
 FORMATS: tuple[Format, ...] = ("csv", "ndjson")
@@ -115,7 +115,7 @@ def write_any(
     pysqlite (both checked byte for byte against :func:`lines`); anything
     else through :func:`lines`.
     """
-    from whodid import query
+    from whodid.store import query
 
     if format == "csv" and conn.dialect.driver == "psycopg":
         return copy_csv(conn, query.export_where(conn, spec), fileobj, progress)

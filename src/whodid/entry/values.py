@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from whodid.fastjson import SCALARS
+from whodid.entry.fastjson import SCALARS
 
 REDACTED = "[REDACTED]"
 DEFAULT_REDACT_PATTERNS = ("password", "secret", "token", "api_key", "ssn", "card_number")
