@@ -247,7 +247,7 @@ def _install_floor(
     counter makes each id unique. Sent on the flush's connection through the
     raw DBAPI cursor (COPY on PostgreSQL from 200 rows, like whodid), or, for
     the flush of a commit on psycopg, on the COMMIT itself as whodid sends
-    them (at_commit.CommitRider).
+    them (send_with_commit.CommitSender).
 
     With ``capture`` (an OrmCapture holding the model's spec), each flushed
     object is first read as whodid's after_flush reads it, and the changes
@@ -261,16 +261,13 @@ def _install_floor(
     import sqlalchemy as sa
 
     from whodid.store import schema
-    from whodid.store.drivers.commit_rider import CommitRider
-    from whodid.store.writer import (
-        _CHUNK,
-        _COLUMNS,
-        COPY_THRESHOLD,
-        Change,
-        Writer,
-        _insert_sql,
-        _values,
-    )
+    from whodid.store.drivers.base import CHUNK as _CHUNK
+    from whodid.store.drivers.base import COLUMNS as _COLUMNS
+    from whodid.store.drivers.base import insert_sql as _insert_sql
+    from whodid.store.drivers.base import row_values as _values
+    from whodid.store.drivers.postgres import COPY_THRESHOLD
+    from whodid.store.drivers.send_with_commit import CommitSender
+    from whodid.store.writer import Change, Writer
 
     schema.create_all(engine)
     sqlite = engine.dialect.name == "sqlite"
@@ -288,9 +285,9 @@ def _install_floor(
         return out
 
     # On psycopg the rows of the commit's own flush ride on the COMMIT through
-    # whodid's CommitRider, as whodid's do: the floors must send their rows
+    # whodid's CommitSender, as whodid's do: the floors must send their rows
     # the cheapest way whodid knows, or they would not be floors.
-    rider = None if sqlite else CommitRider(_COLUMNS, lambda values: values)
+    rider = None if sqlite else CommitSender(_COLUMNS, lambda values: values)
     build = _minimal_builder(template, sqlite) if minimal else None
 
     def before_commit(session: Any) -> None:
@@ -355,7 +352,7 @@ def _minimal_builder(template: list[Any], sqlite: bool) -> Callable[[list[Any]],
     import orjson
 
     from whodid.context import current_context
-    from whodid.store.writer import _COLUMNS
+    from whodid.store.drivers.base import COLUMNS as _COLUMNS
 
     at = {name: i for i, name in enumerate(_COLUMNS)}
     at_before, at_after, at_time, at_digest = (

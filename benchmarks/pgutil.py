@@ -11,8 +11,10 @@ from sqlalchemy.engine import make_url
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
-def start_throwaway() -> Any:
-    """A PostgresServer from tests/pgserver.py (initdb in /tmp, 127.0.0.1, free port)."""
+def start_throwaway(durable: bool = True) -> Any:
+    """A PostgresServer from tests/pgserver.py (initdb in /tmp, 127.0.0.1, free port),
+    with durable commits (fsync, synchronous_commit) as production runs, unless
+    ``durable=False``."""
     sys.path.insert(0, str(TESTS))
     try:
         from pgserver import PostgresServer, find_pg_bin
@@ -21,7 +23,7 @@ def start_throwaway() -> Any:
     bin_dir = find_pg_bin()
     if bin_dir is None:
         return None
-    server = PostgresServer(bin_dir)
+    server = PostgresServer(bin_dir, durable=durable)
     server.start()
     return server
 

@@ -165,7 +165,7 @@ class Run:
             if self.args.pg_url:
                 self.pg_base = self.args.pg_url
             else:
-                self.pg_server = pgutil.start_throwaway()
+                self.pg_server = pgutil.start_throwaway(durable=not self.args.fsync_off)
                 if self.pg_server is None:
                     raise SystemExit(
                         "PostgreSQL server binaries not found: apt-get install -y postgresql, "
@@ -394,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         "default: start a throwaway one like the tests do",
     )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--fsync-off",
+        action="store_true",
+        help="throwaway PostgreSQL without fsync and synchronous commits "
+        "(default: durable commits, as production runs)",
+    )
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--entries", type=int, help="size of the seeded log (default 1,000,000)")
     parser.add_argument(

@@ -69,8 +69,11 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL server; see the module docstring."""
 
-    def __init__(self, bin_dir: Path | None = None) -> None:
+    def __init__(self, bin_dir: Path | None = None, *, durable: bool = False) -> None:
+        """``durable=True`` keeps fsync and synchronous commits on, as production
+        runs (the benchmarks' default); the tests' data is throwaway."""
         self.bin_dir = bin_dir
+        self.durable = durable
         self.port: int | None = None
         self.tmpdir: Path | None = None
         self.startup_seconds: float | None = None
@@ -182,11 +185,10 @@ class PostgresServer:
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
             "unix_socket_directories": str(self.tmpdir),
-            # Throwaway data: skip everything that only protects against crashes.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
         }
+        if not self.durable:
+            # Throwaway data: skip everything that only protects against crashes.
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         options = " ".join(f"-c {key}={shlex.quote(value)}" for key, value in settings.items())
         log = ["-l", str(self.logfile)]
         self._run("pg_ctl", "start", "-D", str(self.datadir), *log, "-w", "-t", "60", "-o", options)

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from whodid import ALL_TENANTS, Auditor
 from whodid.export import formats as export
 from whodid.store import query
+from whodid.store.drivers import sqlite as sqlite_driver
+from whodid.store.drivers.sqlite import sqlite_csv
 from whodid.store.schema import entries
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
@@ -127,7 +129,7 @@ def _fast_csv(auditor: Auditor, *, text: bool = False, **filters: Any) -> bytes:
     out: Any = io.StringIO() if text else io.BytesIO()
     with auditor.engine.connect() as conn:
         spec = query.Filters.build(**filters)
-        count = export.sqlite_csv(conn, query.export_where(conn, spec), out)
+        count = sqlite_csv(conn, query.export_where(conn, spec), out, export.lines)
     assert count is not None, "the fast path must be available on this Python"
     data = out.getvalue()
     body = data.encode("utf-8") if text else data
@@ -189,7 +191,7 @@ def test_out_of_order_and_sparse_keys(auditor: Auditor) -> None:
     """Time order that is not seq order (so batches are read by key), and a filter
     matching rows far apart (so ranges are sparse); both across several batches."""
     rnd = random.Random(11)
-    n = 3 * export._BATCH + 17
+    n = 3 * sqlite_driver._BATCH + 17
     rows = [_row(i, rnd, occurred_at=T0 + dt.timedelta(seconds=i)) for i in range(n)]
     # Mostly in order, with blocks shuffled and equal timestamps (ties broken by seq).
     for block in range(0, n, 700):
@@ -210,7 +212,7 @@ def test_out_of_order_and_sparse_keys(auditor: Auditor) -> None:
 
 def test_in_order_log_across_batches(auditor: Auditor) -> None:
     rnd = random.Random(3)
-    n = 2 * export._BATCH + 1
+    n = 2 * sqlite_driver._BATCH + 1
     _insert(auditor, [_row(i, rnd, occurred_at=T0 + dt.timedelta(seconds=i)) for i in range(n)])
     body = _same(auditor)
     assert body.splitlines()[0].startswith(b"id,tenant_id,occurred_at,")
@@ -293,13 +295,15 @@ def test_connection_inside_a_transaction_sees_its_own_rows(auditor: Auditor) -> 
     _insert(auditor, [_row(i, rnd) for i in range(50)])
     assert auditor.engine is not None
     with auditor.engine.connect() as conn:
-        conn.execute(entries.insert(), [_row(1000 + i, rnd) for i in range(2 * export._BATCH)])
+        conn.execute(
+            entries.insert(), [_row(1000 + i, rnd) for i in range(2 * sqlite_driver._BATCH)]
+        )
         spec = query.Filters.build()
         expected = io.BytesIO()
         export.write(expected, query.iter_export_rows(conn, spec), "csv")
         fast = io.BytesIO()
-        count = export.sqlite_csv(conn, query.export_where(conn, spec), fast)
-        assert count == 50 + 2 * export._BATCH
+        count = sqlite_csv(conn, query.export_where(conn, spec), fast, export.lines)
+        assert count == 50 + 2 * sqlite_driver._BATCH
         assert fast.getvalue() == expected.getvalue()
         conn.rollback()
 
@@ -314,10 +318,10 @@ def test_in_memory_database() -> None:
 
 def test_progress_counts_every_entry(auditor: Auditor) -> None:
     rnd = random.Random(1)
-    _insert(auditor, [_row(i, rnd) for i in range(export._BATCH + 5)])
+    _insert(auditor, [_row(i, rnd) for i in range(sqlite_driver._BATCH + 5)])
     seen: list[int] = []
     count = auditor.export(io.BytesIO(), "csv", progress=seen.append, tenant_id=ALL_TENANTS)
-    assert sum(seen) == count == export._BATCH + 5
+    assert sum(seen) == count == sqlite_driver._BATCH + 5
 
 
 def test_utf16_database_takes_the_python_path(tmp_path: Any) -> None:
@@ -333,7 +337,7 @@ def test_utf16_database_takes_the_python_path(tmp_path: Any) -> None:
     _insert(auditor, [_row(i, rnd) for i in range(200)])
     with engine.connect() as conn:
         where = query.export_where(conn, query.Filters.build())
-        assert export.sqlite_csv(conn, where, io.BytesIO()) is None
+        assert sqlite_csv(conn, where, io.BytesIO(), export.lines) is None
     expected = _python_csv(auditor)
     out = io.BytesIO()
     assert auditor.export(out, "csv", tenant_id=ALL_TENANTS) == 200

@@ -22,9 +22,9 @@ from markupsafe import Markup
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from whodid import Actor, Auditor, audit_context
-from whodid.entry.fields import canonical
+from whodid.entry.fields import JSON_COLUMNS, canonical
 from whodid.entry.values import MAX_DEPTH, to_json
-from whodid.store.schema import JSON_COLUMNS, entries
+from whodid.store.schema import entries
 
 
 class Base(DeclarativeBase):

@@ -247,7 +247,7 @@ def test_entry_insert_skips_the_engine_only_while_nothing_watches(sqlite_url, ca
     so it still sees the INSERT."""
     import logging
 
-    from whodid.store.writer import _unobserved
+    from whodid.store.drivers.base import unobserved as _unobserved
 
     engine = sa.create_engine(sqlite_url)
     Base.metadata.create_all(engine)

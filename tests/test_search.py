@@ -14,8 +14,8 @@ from tests.models import Base, Customer
 from tests.test_query import put
 
 from whodid import ALL_TENANTS, Actor, Auditor, audit_context
+from whodid.store.drivers.postgres import COPY_THRESHOLD
 from whodid.store.search import index_pending
-from whodid.store.writer import COPY_THRESHOLD
 
 
 def _auditor(url: str, **kwargs: object) -> tuple[Auditor, sessionmaker]:

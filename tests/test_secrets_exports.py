@@ -20,8 +20,9 @@ from starlette.testclient import TestClient
 from test_query import put
 from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.entry.values import REDACTED, REDACTED_CHANGED
-from whodid.export.formats import sqlite_csv, write
+from whodid.export.formats import lines, write
 from whodid.store import query as q
+from whodid.store.drivers.sqlite import sqlite_csv
 from whodid.web import Viewer, audit_app
 
 
@@ -64,13 +65,19 @@ def test_secrets_as_ids_in_json_and_in_camel_case_are_never_stored(tokens):
     settings = {"webhook": {"signingSecret": SECRET, "url": "https://x"}, "items": [{"pin": 1}]}
     with Session.begin() as s:
         s.add(
-            ApiToken(token=SECRET, apiKey=SECRET, cardNumber="4111", label="ci", settings=settings)
+            ApiToken(
+                token=SECRET,
+                apiKey=SECRET,
+                cardNumber="4111111111111111",
+                label="ci",
+                settings=settings,
+            )
         )
     with Session.begin() as s:
         s.get(ApiToken, SECRET).label = "ci-2"
     auditor.record("api_key.rotate", metadata={"oldApiKey": SECRET, "deep": {"client_secret": 1}})
     text = stored_text(auditor)
-    assert SECRET not in text and "4111" not in text
+    assert SECRET not in text and "4111111111111111" not in text
     update, create = auditor.list(tenant_id=None, feature="api_tokens").entries
     assert create.entity_id == update.entity_id  # a stable pseudonym: the history links up
     assert re.fullmatch(r"redacted:[0-9a-f]{24}", create.entity_id or "")
@@ -129,7 +136,7 @@ def test_every_csv_path_quotes_line_breaks_and_guards_each_line(engine):
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             out = io.StringIO()
-            assert sqlite_csv(conn, q.export_where(conn, q.Filters.build()), out) is not None
+            assert sqlite_csv(conn, q.export_where(conn, q.Filters.build()), out, lines) is not None
             assert out.getvalue() == python.getvalue()
     fast = io.StringIO()
     auditor.export(fast, "csv", tenant_id=ALL_TENANTS)  # COPY or SQLite's SQL

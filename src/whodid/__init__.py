@@ -19,15 +19,24 @@ from whodid.errors import ConfigurationError, InvalidQuery, WhodidError
 from whodid.tenancy import ALL_TENANTS
 
 if TYPE_CHECKING:
-    from whodid.integrity.retention import Retention
+    from whodid.integrity.checkpoints import Checkpoint
+    from whodid.integrity.ranges import Problem
+    from whodid.integrity.retention import Purged, Retention
+    from whodid.integrity.verify import Report
+    from whodid.store.query import Page
 
 __all__ = [
     "ALL_TENANTS",
     "Actor",
     "Auditor",
+    "Checkpoint",
     "ConfigurationError",
     "Entry",
     "InvalidQuery",
+    "Page",
+    "Problem",
+    "Purged",
+    "Report",
     "RequestContext",
     "Retention",
     "WhodidError",
@@ -38,10 +47,22 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    # Retention loads with the purge machinery, on first use (PEP 562).
-    if name == "Retention":
-        from whodid.integrity.retention import Retention
+# The types the Auditor's reading, integrity and retention methods take and
+# return, loaded with those parts on first use (PEP 562).
+_LAZY = {
+    "Checkpoint": "whodid.integrity.checkpoints",
+    "Page": "whodid.store.query",
+    "Problem": "whodid.integrity.ranges",
+    "Purged": "whodid.integrity.retention",
+    "Report": "whodid.integrity.verify",
+    "Retention": "whodid.integrity.retention",
+}
 
-        return Retention
-    raise AttributeError(f"module 'whodid' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'whodid' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

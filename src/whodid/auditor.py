@@ -14,12 +14,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from whodid.capture.orm import OrmCapture, is_async, make_spec
+from whodid.capture.orm import OrmCapture, make_spec
 from whodid.context import Actor, RequestContext, current_context
-from whodid.entry.fields import Entry, iso, utc
+from whodid.entry.fields import Entry
 from whodid.entry.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
 from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.store import schema
+from whodid.store.engines import is_async, sync_twin
 from whodid.store.enrich import Enricher
 from whodid.store.writer import Change, Writer
 from whodid.tenancy import ALL_TENANTS, TENANT_REQUIRED, require_tenant
@@ -71,7 +72,7 @@ class Auditor:
         if isinstance(engine, str):
             engine = create_engine(engine)
         if is_async(engine, "AsyncEngine"):
-            engine = _sync_twin(cast("AsyncEngine", engine))
+            engine = sync_twin(cast("AsyncEngine", engine))
         if engine is not None and not isinstance(engine, Engine):
             raise ConfigurationError(
                 f"Auditor() takes an SQLAlchemy Engine or a database URL, got {engine!r}"
@@ -356,7 +357,7 @@ class Auditor:
         row count, or ``failed``), linked by ``metadata.chain_id``. ``actor``
         names who exported (default: the current context's actor).
         """
-        from whodid.export import formats as _export
+        from whodid.export import write_export
         from whodid.store import query as _query
 
         spec = self._export_spec("export", format, tenant_id, filters)
@@ -364,7 +365,9 @@ class Auditor:
         count, status = 0, "failed"
         try:
             with _query.connect(self._bind()) as conn:
-                count = _export.write_any(conn, spec, fileobj, format, progress)
+                count = write_export(
+                    conn, spec, fileobj, format, progress, fast_paths=self.writer.fast_paths
+                )
             status = "completed"
         finally:
             self._record_export(spec, format, actor, status, count, chain)
@@ -562,59 +565,25 @@ class Auditor:
         ``verify`` cannot tell it from a deletion past the last checkpoint) and
         recorded as an ``audit_log.purge`` entry by the system actor.
         """
-        from whodid.integrity.retention import check_horizon, purge_rows
+        from whodid.integrity.retention import plan_purge, purge_rows
         from whodid.store import search as _search
 
         tenant_id = require_tenant("purge", tenant_id)
-        now = dt.datetime.now(dt.UTC)
-        engine = self._engine()
-        plan: builtins.list[tuple[Any, dt.datetime]]
-        if before is not None:
-            plan = [(tenant_id, utc(before))]
-        elif self.retention is None:
-            raise ConfigurationError(
-                "purge() without before= needs Auditor(retention=Retention.of('365d', {...}))"
-            )
-        else:
-            plan = []
-            every = tenant_id is ALL_TENANTS
-            for tenant in self.tenants(tenant_id=ALL_TENANTS) if every else [tenant_id]:
-                period = self.retention.period(tenant)
-                if period is not None:
-                    plan.append((tenant, now - period))
+        plan = plan_purge(
+            self.retention, before, tenant_id, lambda: self.tenants(tenant_id=ALL_TENANTS)
+        )
         done = []
         for tenant, horizon in plan:
-            check_horizon(None, tenant, horizon, now)  # never a future horizon
-            every = tenant is ALL_TENANTS
-            for each in self.tenants(tenant_id=ALL_TENANTS) if every else [tenant]:
-                check_horizon(self.retention, each, horizon, now)
             if self.signing_key is not None:
                 self.seal()
-            with engine.begin() as conn:
+            with self._engine().begin() as conn:
                 result = purge_rows(conn, horizon, tenant, self.signing_key)
                 if result.rows:
                     _search.forget(conn)
-                    rows = self.writer.rows(
-                        [
-                            Change(
-                                feature="audit_log",
-                                operation="purge",
-                                action="audit_log.purge",
-                                metadata={
-                                    "before": iso(horizon),
-                                    "tenant_id": None if tenant is ALL_TENANTS else tenant,
-                                    "all_tenants": tenant is ALL_TENANTS,
-                                    "rows": result.rows,
-                                    "checkpoint": result.checkpoint,
-                                },
-                            )
-                        ],
-                        RequestContext(
-                            actor=Actor.system("whodid-retention"),
-                            tenant_id=None if tenant is ALL_TENANTS else tenant,
-                        ),
+                    who = RequestContext(
+                        actor=Actor.system("whodid-retention"), tenant_id=result.tenant_id
                     )
-                    self.writer.write(conn, rows)
+                    self.writer.write(conn, self.writer.rows([result.change()], who))
             done.append(result)
         return done
 
@@ -634,18 +603,3 @@ class Auditor:
         if isinstance(bind, Connection):
             return bind.engine
         return bind
-
-
-_SYNC_DRIVERS = {"asyncpg": "psycopg", "psycopg_async": "psycopg", "aiosqlite": "pysqlite"}
-
-
-def _sync_twin(engine: AsyncEngine) -> Engine:
-    url = engine.url
-    backend, _, driver = url.drivername.partition("+")
-    sync = _SYNC_DRIVERS.get(driver)
-    if sync is None:
-        raise ConfigurationError(
-            f"no sync driver known for {url.drivername}; pass Auditor() a sync URL of the "
-            "same database for reading"
-        )
-    return create_engine(url.set(drivername=f"{backend}+{sync}"))

@@ -19,10 +19,7 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from whodid.store.enrich import Enricher
+from typing import Any, Literal, Protocol
 
 ActorType = Literal["user", "api_key", "system", "anonymous"]
 
@@ -57,11 +54,19 @@ ANONYMOUS = Actor("anonymous")
 UNATTRIBUTED = Actor("system")
 
 
+class Enrichment(Protocol):
+    """What the writer asks of an enricher (``whodid.store.enrich.Enricher`` is one)."""
+
+    def country(self, ip: str | None) -> str | None: ...
+
+    def client(self, user_agent: str | None) -> dict[str, object] | None: ...
+
+
 class ContextSource:
     """Where a context's lazy fields come from; the middlewares subclass it."""
 
     __slots__ = ()
-    enricher: Enricher | None = None
+    enricher: Enrichment | None = None
     in_request = False
 
     def actor(self) -> Actor | None:
@@ -183,16 +188,17 @@ class RequestContext:
         )
 
 
+#: The current audit context: public for the capture middlewares, which set it.
 # Holds a RequestContext, or what a middleware installs on every request: a
 # list [middleware, request, request_id (str or ASCII bytes), None] turned into a RequestContext
 # (kept in its last slot) the first time anything reads it. A list, because it
 # is the cheapest mutable object to make, and it must be mutable so a thread
 # pool that copied the context still shares the one RequestContext.
-_current: ContextVar[RequestContext | list[Any] | None] = ContextVar("whodid_context", default=None)
+CURRENT: ContextVar[RequestContext | list[Any] | None] = ContextVar("whodid_context", default=None)
 
 
 def _get() -> RequestContext | None:
-    value = _current.get()
+    value = CURRENT.get()
     if value is None or value.__class__ is RequestContext:
         return value
     assert isinstance(value, list)
@@ -225,7 +231,7 @@ def set_actor(actor: Actor | None, *, passkey: bool | None = None) -> None:
     ctx = _get()
     if ctx is None:
         ctx = RequestContext()
-        _current.set(ctx)
+        CURRENT.set(ctx)
     ctx._actor = actor
     if passkey is not None:
         ctx._passkey = passkey
@@ -256,8 +262,8 @@ def audit_context(
         request_id=request_id,
         parent=_get(),
     )
-    token = _current.set(ctx)
+    token = CURRENT.set(ctx)
     try:
         yield ctx
     finally:
-        _current.reset(token)
+        CURRENT.reset(token)

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -26,8 +27,7 @@ from starlette.routing import Mount, Route
 from whodid.auditor import Auditor
 from whodid.capture.asgi import AuditMiddleware
 from whodid.context import Actor, audit_context
-from whodid.entry.fields import Entry
-from whodid.store.schema import entries
+from whodid.tenancy import ALL_TENANTS
 from whodid.web import Viewer, audit_app
 
 DEFAULT_DB = "sqlite:///whodid-demo.sqlite3"
@@ -141,9 +141,8 @@ class Demo:
 
     def seed(self) -> None:
         """Sample activity from users, API keys and a job, unless already there."""
-        with self.engine.connect() as conn:
-            if conn.execute(sa.select(entries.c.seq).limit(1)).first() is not None:
-                return
+        if self.auditor.count(tenant_id=ALL_TENANTS):
+            return
         for user_id, (email, org, _) in USERS.items():
             with (
                 audit_context(
@@ -267,15 +266,10 @@ class Demo:
 
     async def recent(self, request: Request) -> Response:
         org = resolve_tenant(request)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(entries)
-                .where(entries.c.tenant_id == org)
-                .order_by(entries.c.seq.desc())
-                .limit(50)
-            ).mappings()
-            data = [Entry.from_row(r).to_dict() for r in rows]
-        return JSONResponse({"data": data})
+        if org is None:  # never "the entries with no tenant" for a stranger
+            return JSONResponse({"data": []})
+        page = await run_in_threadpool(lambda: self.auditor.list(tenant_id=org, limit=50))
+        return JSONResponse({"data": [e.to_dict() for e in page.entries]})
 
     async def index(self, request: Request) -> Response:
         if "text/html" in request.headers.get("accept", ""):

@@ -23,7 +23,7 @@ from whodid.capture.headers import (
     valid_request_id_bytes,
 )
 from whodid.capture.resolvers import Resolvers, ResolverSource
-from whodid.context import Actor, _current
+from whodid.context import CURRENT, Actor
 from whodid.store.enrich import Enricher
 
 Scope = MutableMapping[str, Any]
@@ -90,7 +90,7 @@ class AuditMiddleware:
         if request_id is None:
             request_id = new_request_id_bytes()
 
-        token = _current.set([self, scope, request_id, None])  # see context._current
+        token = CURRENT.set([self, scope, request_id, None])  # see context.CURRENT
         try:
             if kind == "websocket":
                 await self.app(scope, receive, send)
@@ -115,7 +115,7 @@ class AuditMiddleware:
 
             await self.app(scope, receive, send_with_request_id)
         finally:
-            _current.reset(token)
+            CURRENT.reset(token)
 
 
 class _ScopeSource(ResolverSource):

@@ -36,6 +36,7 @@ from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 from whodid.capture.diff import _MISSING, nested_change
 from whodid.entry.values import REDACTED, REDACTED_CHANGED, Redactor, to_json
 from whodid.errors import ConfigurationError
+from whodid.store.engines import is_async
 from whodid.store.writer import Change, Writer
 
 _INTERNAL = "whodid_internal"
@@ -124,17 +125,6 @@ class TrackSpec:
         )
 
 
-def is_async(value: Any, *names: str) -> bool:
-    """Whether ``value`` is an instance of one of ``sqlalchemy.ext.asyncio``'s ``names``.
-
-    Looked up in ``sys.modules`` rather than imported: the asyncio extension needs
-    greenlet, which SQLAlchemy 2.1 no longer installs, and no object of its classes
-    can exist before the extension is imported.
-    """
-    module = sys.modules.get("sqlalchemy.ext.asyncio")
-    return module is not None and isinstance(value, tuple(getattr(module, n) for n in names))
-
-
 def _noop(*args: Any) -> None:
     pass
 
@@ -143,8 +133,7 @@ def _keep_old_values(attribute: Any) -> None:
     """Turn on active history for ``attribute``, as
     ``event.listen(attribute, "set", fn, active_history=True)`` does, but
     without a listener: one would run on every assignment to a tracked
-    column, in the app's own code too (0.75 µs a time; 38 ms of building
-    10,000 objects of five columns)."""
+    column, in the app's own code too (cost: benchmarks/PROFILES.md)."""
     dispatch = attribute.dispatch
     if isinstance(getattr(dispatch, "_active_history", None), bool):
         dispatch._active_history = True  # what the event API sets
@@ -304,7 +293,7 @@ class OrmCapture:
         connection = session.connection()
         rows = self.writer.rows(changes)
         if session.info.get(_COMMITTING):
-            if self.writer.write_at_commit(connection, rows):
+            if self.writer.write_with_commit(connection, rows):
                 session.info[_HELD_ON] = connection
         else:
             self.writer.write(connection, rows)
@@ -331,7 +320,7 @@ class OrmCapture:
         return changes
 
     # The flush inside commit() is the last statement before the COMMIT: its
-    # entries can travel with the COMMIT itself (at_commit.py).
+    # entries can travel with the COMMIT itself (drivers/send_with_commit.py).
 
     def before_commit(self, session: Session) -> None:
         if not session.in_nested_transaction():
@@ -344,7 +333,7 @@ class OrmCapture:
             # Normally the COMMIT took the rows already (a no-op here). Still
             # held: the session is joined to an outer transaction, which the
             # entries now join too.
-            self.writer.rider.write_held(connection)
+            self.writer.write_held(connection)
 
     def after_soft_rollback(self, session: Session, previous_transaction: Any) -> None:
         self._forget(session)
@@ -357,7 +346,7 @@ class OrmCapture:
         session.info.pop(_COMMITTING, None)
         connection = session.info.pop(_HELD_ON, None)
         if connection is not None:
-            self.writer.rider.drop(connection)
+            self.writer.drop_held(connection)
 
     def _update(self, spec: TrackSpec, state: InstanceState[Any]) -> Change | None:
         modified = state.committed_state

@@ -21,7 +21,7 @@ from whodid.capture.headers import (
     valid_request_id,
 )
 from whodid.capture.resolvers import Resolvers, ResolverSource
-from whodid.context import Actor, _current
+from whodid.context import CURRENT, Actor
 from whodid.store.enrich import Enricher
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class WSGIAuditMiddleware:
         if request_id is None:
             request_id = new_request_id()
         environ["whodid.request_id"] = request_id
-        token = _current.set([self, environ, request_id, None])  # see context._current
+        token = CURRENT.set([self, environ, request_id, None])  # see context.CURRENT
 
         wanted = self.header_name.lower()
 
@@ -79,11 +79,11 @@ class WSGIAuditMiddleware:
         try:
             body = self.app(environ, start_with_request_id)
         except BaseException:
-            _current.reset(token)
+            CURRENT.reset(token)
             raise
         # The body may be a generator that still writes while the server
         # iterates it, so the context lives until the server closes it.
-        return _ClosingBody(body, lambda: _current.reset(token))
+        return _ClosingBody(body, lambda: CURRENT.reset(token))
 
 
 class _ClosingBody:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from whodid.errors import ConfigurationError, InvalidQuery
 from whodid.store import partitions
 from whodid.store.query import Filters
 from whodid.store.schema import SQLITE_PURGE_FUNCTION, entries, purge_window, refuse_purge
+from whodid.store.writer import Change
 from whodid.tenancy import ALL_TENANTS
 
 if TYPE_CHECKING:
@@ -77,10 +78,69 @@ class Retention:
 
 @dataclass(frozen=True)
 class Purged:
+    """What one purge removed: whose entries, older than what, how many, and
+    the number of the signed purge checkpoint (None without a signing key)."""
+
     tenant_id: str | None
     before: dt.datetime
     rows: int
     checkpoint: int | None
+    all_tenants: bool = False
+
+    def change(self) -> Change:
+        """The ``audit_log.purge`` entry that records this purge."""
+        return Change(
+            feature="audit_log",
+            operation="purge",
+            action="audit_log.purge",
+            metadata={
+                "before": iso(self.before),
+                "tenant_id": self.tenant_id,
+                "all_tenants": self.all_tenants,
+                "rows": self.rows,
+                "checkpoint": self.checkpoint,
+            },
+        )
+
+
+def plan_purge(
+    retention: Retention | None,
+    before: dt.datetime | None,
+    tenant_id: Any,
+    tenants: Callable[[], list[str | None]],
+    now: dt.datetime | None = None,
+) -> list[tuple[Any, dt.datetime]]:
+    """The (tenant, horizon) pairs a purge will apply, each checked.
+
+    Args:
+        retention: the configured periods (None: no retention configured).
+        before: an explicit horizon; without it, each tenant's period.
+        tenant_id: one tenant, None (the entries with no tenant) or ALL_TENANTS.
+        tenants: every tenant in the log, asked only when needed.
+
+    Raises:
+        InvalidQuery: a horizon in the future, or one cutting into a period.
+        ConfigurationError: no ``before`` and no retention configured.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    every = tenant_id is ALL_TENANTS
+    plan: list[tuple[Any, dt.datetime]] = []
+    if before is not None:
+        plan = [(tenant_id, utc(before))]
+    elif retention is None:
+        raise ConfigurationError(
+            "purge() without before= needs Auditor(retention=Retention.of('365d', {...}))"
+        )
+    else:
+        for tenant in tenants() if every else [tenant_id]:
+            period = retention.period(tenant)
+            if period is not None:
+                plan.append((tenant, now - period))
+    for tenant, horizon in plan:
+        check_horizon(None, tenant, horizon, now)  # never a future horizon
+        for each in tenants() if tenant is ALL_TENANTS else [tenant]:
+            check_horizon(retention, each, horizon, now)
+    return plan
 
 
 def check_horizon(
@@ -165,7 +225,7 @@ def purge_rows(
     ).all()
     shown = None if every else tenant_id
     if not doomed:
-        return Purged(shown, before, 0, None)
+        return Purged(shown, before, 0, None, every)
     deleted = dropped = 0
     if every and partitions.is_partitioned(conn):
         # Whole months past the horizon go at once; the rows were read above,
@@ -191,4 +251,4 @@ def purge_rows(
             previous,
         )
         number = checkpoint.number
-    return Purged(shown, before, deleted, number)
+    return Purged(shown, before, deleted, number, every)

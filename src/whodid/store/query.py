@@ -28,9 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from whodid.entry.fields import COLUMNS, Entry, iso, utc
+from whodid.entry.fields import COLUMNS, JSON_COLUMNS, Entry, iso, utc
 from whodid.errors import InvalidQuery
-from whodid.store.schema import JSON_COLUMNS, entries
+from whodid.store.schema import entries
 from whodid.store.search import Matches
 from whodid.tenancy import ALL_TENANTS
 

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import DDL
 from sqlalchemy.types import TypeDecorator
 
+from whodid.entry.fields import JSON_COLUMNS
 from whodid.errors import ConfigurationError
 
 TABLE = "whodid_entries"
@@ -118,8 +119,6 @@ entries = Table(
     sqlite_autoincrement=True,
 )
 
-#: Columns holding JSON documents (the rest are scalars).
-JSON_COLUMNS = frozenset({"client", "metadata", "before", "after"})
 
 # One index per question the query API answers, each led by tenant_id so no
 # query ever scans another tenant's rows, and ending in the pagination key.
@@ -284,9 +283,9 @@ def search_text(table: Any = entries) -> Any:
 
 
 # Free-text search on PostgreSQL. A trigram index over the entries themselves
-# would cost every audited write about 70 µs (a quarter of the entry INSERT),
-# so the searchable text lives in its own table, indexed off the write path:
-# a statement trigger queues the seq range each INSERT (or COPY) added, and
+# would put its upkeep on every audited write (benchmarks/PROFILES.md), so the
+# searchable text lives in its own table, indexed off the write path: a
+# statement trigger queues the seq range each INSERT (or COPY) added, and
 # search.index_pending() moves queued entries into whodid_search. Queries
 # search the indexed table plus whatever is still queued, so q finds an entry
 # from the moment it commits.
@@ -343,9 +342,8 @@ _POSTGRES_SEARCH = [
 ]
 
 # The entries of a commit's flush go to PostgreSQL as CALLs of this procedure
-# (at_commit.py): its INSERT is planned once per connection, where an INSERT
-# sent as text is parsed and planned on every commit, about 40 µs a
-# single-row transaction on this hardware. A schema object rather than a
+# (drivers/send_with_commit.py): its INSERT is planned once per connection,
+# where an INSERT sent as text is parsed and planned on every commit. A schema object rather than a
 # PREPAREd statement, so it also works behind a transaction-pooling proxy.
 # Its name carries a version: a change of columns gets a new procedure.
 INSERT_PROCEDURE = "whodid_insert_entry_v1"

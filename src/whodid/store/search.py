@@ -91,7 +91,7 @@ def index_pending(conn: Connection, limit: int = BATCH) -> int:
     if not queued:
         # Fresh statistics of the (now empty) queue keep the planner from
         # guessing it holds thousands of ranges, which made q plan a costly
-        # read of every range and JIT-compile it: 12 ms became 140 ms.
+        # read of every range and JIT-compile it.
         conn.exec_driver_sql(f"ANALYZE {search_queue.name}")
         return 0
     text_of = search_text()

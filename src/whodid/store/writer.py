@@ -9,7 +9,7 @@ rows), or through COPY on psycopg from 200 rows up.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from sqlalchemy import String
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
-from whodid.context import ANONYMOUS, UNATTRIBUTED, RequestContext, current_context
+from whodid.context import ANONYMOUS, UNATTRIBUTED, Enrichment, RequestContext, current_context
 from whodid.entry import fastjson
 from whodid.entry.fields import (
     CONTENT_FIELDS,
+    JSON_COLUMNS,
     canonical_json,
     canonical_spliced,
     iso,
@@ -31,9 +31,9 @@ from whodid.entry.fields import (
 )
 from whodid.entry.values import plain_text, storable, to_json
 from whodid.errors import ConfigurationError, CrossTenantWrite
-from whodid.store.drivers.commit_rider import CommitRider
+from whodid.store.drivers import ENCODED, Drivers
 from whodid.store.enrich import Enricher, default_enricher
-from whodid.store.schema import JSON_COLUMNS, entries
+from whodid.store.schema import entries
 
 
 @dataclass(slots=True)
@@ -75,112 +75,6 @@ def _bound(row: dict[str, Any], limits: Iterable[tuple[str, int]]) -> None:
         if value.__class__ is not str or not storable(value):
             value = plain_text(value)
         row[name] = value[:limit] if len(value) > limit else value
-
-
-#: Key under which a row from Writer.rows carries its JSON fields as stored text.
-ENCODED = "_encoded"
-
-_INSERT = entries.insert()
-# From this many entries in one flush, PostgreSQL's COPY beats multi-row
-# INSERTs several times over (bulk imports, 10,000-row flushes).
-COPY_THRESHOLD = 200
-_COLUMNS = [c.name for c in entries.columns if c.name != "seq"]
-_JSON_AT = [i for i, name in enumerate(_COLUMNS) if name in JSON_COLUMNS]
-_OCCURRED_AT = _COLUMNS.index("occurred_at")
-
-# Placeholders of the drivers whose INSERT whodid renders itself.
-_PLACEHOLDERS: dict[str, Callable[[int], str]] = {
-    "qmark": lambda i: "?",
-    "format": lambda i: "%s",
-    "pyformat": lambda i: "%s",
-    "numeric": lambda i: f":{i}",
-    "numeric_dollar": lambda i: f"${i}",
-}
-_statements: dict[tuple[str, int], str] = {}
-# Rows per statement: well under every driver's limit on parameters (32,766).
-_CHUNK = 100
-
-
-def _insert_sql(paramstyle: str, count: int) -> str:
-    key = (paramstyle, count)
-    sql = _statements.get(key)
-    if sql is None:
-        mark = _PLACEHOLDERS[paramstyle]
-        width = len(_COLUMNS)
-        groups = (
-            "(" + ", ".join(mark(r * width + i + 1) for i in range(width)) + ")"
-            for r in range(count)
-        )
-        sql = f"INSERT INTO {entries.name} ({', '.join(_COLUMNS)}) VALUES {', '.join(groups)}"
-        if count <= 16 or count == _CHUNK:  # the common sizes
-            _statements[key] = sql
-    return sql
-
-
-def _values(row: Mapping[str, Any], sqlite: bool) -> list[Any]:
-    """The row in _COLUMNS order, JSON columns as their canonical text."""
-    values = [row[name] for name in _COLUMNS]
-    encoded = row.get(ENCODED)
-    for i in _JSON_AT:
-        if encoded is not None:
-            values[i] = encoded[_COLUMNS[i]]
-        elif values[i] is not None:
-            values[i] = canonical_json(values[i])
-    if sqlite:
-        # The text SQLAlchemy's DateTime stores on SQLite (naive UTC).
-        values[_OCCURRED_AT] = (
-            values[_OCCURRED_AT].replace(tzinfo=None).isoformat(" ", "microseconds")
-        )
-    return values
-
-
-def _unobserved(connection: Connection) -> bool:
-    """True if nothing watches ``connection``'s statements: no engine or
-    connection event listeners and no echo.
-
-    Then the DBAPI cursor does exactly what ``exec_driver_sql`` would, about
-    11 µs sooner per flush inside a SQLite write transaction (measured in the
-    benchmark's workload). Anything listening (logging, tracing, a
-    ``handle_error`` hook) gets ``exec_driver_sql``, so it sees the INSERT.
-    Unknown attributes (another SQLAlchemy) count as watched.
-    """
-    return not (
-        getattr(connection, "_echo", True)
-        or getattr(connection, "_has_events", True)
-        or getattr(connection.engine, "_has_events", True)
-    )
-
-
-def _execute_raw(connection: Connection, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
-    dbapi_error = connection.dialect.loaded_dbapi.Error
-    cursor: Any = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    sql, parameters = "", ()
-    try:
-        for sql, parameters in statements:
-            cursor.execute(sql, parameters)
-    except dbapi_error as error:
-        # What exec_driver_sql raises, so callers catch SQLAlchemy's errors.
-        raise DBAPIError.instance(
-            sql,
-            parameters,
-            error,
-            dbapi_error,
-            hide_parameters=connection.engine.hide_parameters,
-            dialect=connection.dialect,
-        ) from error
-    finally:
-        cursor.close()
-
-
-def _copy_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert through COPY on the flush's own connection (same transaction)."""
-    raw: Any = connection.connection.dbapi_connection
-    with (
-        raw.cursor() as cursor,
-        cursor.copy(f"COPY {entries.name} ({', '.join(_COLUMNS)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(_values(row, sqlite=False))
 
 
 def _base_doc(shared: dict[str, Any], client: str | None) -> dict[str, Any] | None:
@@ -277,7 +171,7 @@ class Writer:
         self.enricher = enricher
         self.fast_paths = fast_paths
         self.cross_tenant = cross_tenant
-        self.rider = CommitRider(_COLUMNS, lambda row: _values(row, sqlite=False))
+        self.drivers = Drivers(fast_paths=fast_paths)
 
     def rows(
         self,
@@ -347,6 +241,7 @@ class Writer:
             )
 
     def _context_fields(self, ctx: RequestContext | None) -> dict[str, Any]:
+        enricher: Enrichment | None
         if ctx is None:
             actor, tenant_id, passkey, ip, ua, request_id = (
                 UNATTRIBUTED,
@@ -378,49 +273,24 @@ class Writer:
             "request_id": request_id,
         }
 
-    def write_at_commit(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
-        """Hand the rows of a commit's flush to that COMMIT where the driver allows
-        (see at_commit.py); otherwise write them now. True if they were held."""
-        if (
-            rows
-            and self.fast_paths
-            and self.rider.eligible(connection)
-            and self.rider.hold(connection, rows)
-        ):
+    def write_with_commit(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Hand the rows of a commit's flush to that COMMIT where the driver can
+        (see drivers/send_with_commit.py); otherwise write them now. True if held."""
+        if rows and self.drivers(connection).hold_for_commit(connection, rows):
             return True
         self.write(connection, rows)
         return False
 
+    def write_held(self, connection: Connection) -> None:
+        """Write now what a driver holds for ``connection``'s COMMIT (a session
+        joined to an outer transaction commits without one)."""
+        self.drivers(connection).write_held(connection)
+
+    def drop_held(self, connection: Connection) -> None:
+        """Forget what is held for ``connection``: its transaction rolled back."""
+        self.drivers(connection).drop_held(connection)
+
     def write(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = connection.dialect
-        if not self.fast_paths:
-            connection.execute(
-                _INSERT, [{k: v for k, v in r.items() if k != ENCODED} for r in rows]
-            )
-        elif len(rows) >= COPY_THRESHOLD and dialect.driver == "psycopg":
-            _copy_rows(connection, rows)
-        elif dialect.name in ("sqlite", "postgresql") and dialect.paramstyle in _PLACEHOLDERS:
-            # A ready-made INSERT with the JSON already in canonical text:
-            # Core's compile-cache lookup and bind processing cost about as
-            # much as the database's own work for one row.
-            sqlite = dialect.name == "sqlite"
-            statements = []
-            for at in range(0, len(rows), _CHUNK):
-                chunk = rows[at : at + _CHUNK]
-                params: list[Any] = []
-                for row in chunk:
-                    params += _values(row, sqlite)
-                statements.append((_insert_sql(dialect.paramstyle, len(chunk)), tuple(params)))
-            # The raw cursor skips SQLAlchemy's autobegin: only inside a
-            # transaction the Connection already knows of.
-            if _unobserved(connection) and connection.in_transaction():
-                _execute_raw(connection, statements)
-            else:
-                for sql, parameters in statements:
-                    connection.exec_driver_sql(sql, parameters)
-        else:
-            connection.execute(
-                _INSERT, [{k: v for k, v in r.items() if k != ENCODED} for r in rows]
-            )
+        """Insert ``rows`` on ``connection`` now, in its transaction."""
+        if rows:
+            self.drivers(connection).insert(connection, rows)

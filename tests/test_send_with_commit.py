@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Base, Customer, auditor, read_entries
 from pgserver import with_driver
 from whodid import ALL_TENANTS, Actor, Auditor, audit_context
-from whodid.store.drivers.commit_rider import MAX_CALLS
+from whodid.store.drivers.send_with_commit import MAX_CALLS
 from whodid.store.schema import INSERT_PROCEDURE
 
 pytestmark = pytest.mark.postgres
@@ -234,7 +234,8 @@ def test_session_joined_to_an_outer_transaction(pg_engine):
 
 
 def test_rollback_drops_what_was_held(Sessions, pg_engine):
-    held = auditor.writer.rider
+    with pg_engine.connect() as conn:
+        held = auditor.writer.drivers(conn).sender  # type: ignore[attr-defined]
     with Sessions() as s:
         s.add(Customer(email="a@example.com"))
         s.commit()

@@ -2,7 +2,7 @@
 
 A web request's write is usually one flush followed by the COMMIT. Sent on
 its own, the entries' INSERT would cost one more round trip to PostgreSQL
-(200-300 µs on loopback: a fifth of a single-row write transaction). So the
+(a large share of a single-row write transaction: benchmarks/PROFILES.md). So the
 flush that ``Session.commit()`` runs hands its entry rows here instead, and
 the engine's ``commit`` event sends ``INSERT ...; COMMIT`` as one
 simple-protocol query. The INSERT runs inside the transaction it describes:
@@ -24,9 +24,8 @@ at once, as before.
 Up to :data:`MAX_CALLS` rows go as one ``CALL`` each of the insert
 procedure that ``create_all`` makes (schema.INSERT_PROCEDURE): its INSERT is
 planned once per connection, where a multi-row INSERT sent as text is parsed
-and planned again on every commit. Measured on loopback, a single-row
-transaction's entry costs about 180 µs as a CALL against 225 µs as an
-INSERT; the two meet at about 16 rows. A log made before the procedure
+and planned again on every commit; past a few rows one INSERT wins
+(benchmarks/PROFILES.md has the crossing). A log made before the procedure
 existed (create_all not run since) gets the INSERT, as before.
 
 Rows held for a connection are dropped on its rollback; rows still held
@@ -85,7 +84,7 @@ def _groups(rows: Sequence[Sequence[Any]]) -> list[str] | None:
     return groups
 
 
-class CommitRider:
+class CommitSender:
     """Holds the entry rows of a commit's flush until that connection's COMMIT."""
 
     def __init__(self, columns: Sequence[str], values: Any) -> None:
