@@ -31,6 +31,7 @@ from common import (
 )
 
 from whodid import ALL_TENANTS
+from whodid.testing import cursor_at
 
 HERE = Path(__file__).resolve().parent
 DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite (WAL)"}
@@ -50,31 +51,6 @@ def seed_all(urls: dict[str, str], n: int) -> dict[str, float]:
     with ctx.Pool(len(urls)) as pool:
         took = pool.starmap(seed.seed, [(url, n) for url in urls.values()])
     return dict(zip(urls, took, strict=True))
-
-
-def cursor_at(auditor: Any, depth: int, **filters: Any) -> str:
-    """The cursor a client holds after paging ``depth`` entries deep with ``filters``."""
-    from whodid.entry.fields import Entry
-    from whodid.store.query import Filters, _occurred, encode_cursor
-    from whodid.store.schema import entries
-
-    spec = Filters.build(**filters)
-    start, end = spec.window()
-    c = entries.c
-    with auditor.engine.connect() as conn:
-        stmt = (
-            sa.select(entries)
-            .where(
-                *spec.conditions(),
-                c.occurred_at >= _occurred(start, conn),
-                c.occurred_at <= _occurred(end, conn),
-            )
-            .order_by(c.occurred_at.desc(), c.seq.desc())
-            .offset(depth - 1)
-            .limit(1)
-        )
-        row = conn.execute(stmt).mappings().one()
-    return encode_cursor(Entry.from_row(row), spec)
 
 
 def _ms_variants(

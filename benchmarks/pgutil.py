@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "support"
 
 
 def start_throwaway(durable: bool = True) -> Any:

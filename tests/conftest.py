@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pgserver import PostgresServer, find_pg_bin, with_driver
+from support.pgserver import PostgresServer, find_pg_bin, with_driver
 
 # Every backend-parametrized fixture uses these; the PostgreSQL case carries a marker
 # so `-m "not postgres"` deselects it.

@@ -29,7 +29,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import whodid
-from models import read_entries
+from support.models import read_entries
 from whodid import Actor, Auditor, ConfigurationError, audit_context, current_context
 from whodid.capture.asgi import AuditMiddleware
 from whodid.capture.headers import MAX_USER_AGENT

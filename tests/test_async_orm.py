@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from models import Base, Customer, Note, auditor, read_entries
-from pgserver import with_driver
+from support.models import Base, Customer, Note, auditor, read_entries
+from support.pgserver import with_driver
 from whodid import ALL_TENANTS, Actor, ConfigurationError, audit_context, set_actor
 
 

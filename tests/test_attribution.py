@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from starlette.testclient import TestClient
 
-from test_query import put
+from support.entries import put
 from whodid import ALL_TENANTS, Actor, Auditor, InvalidQuery, audit_context
 from whodid.cli import main
 from whodid.errors import CrossTenantWrite

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pgserver import PostgresServer
+from support.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DBS = ("sqlite", "postgresql")

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from test_query import put
+from support.entries import put
 from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.cli import main
 

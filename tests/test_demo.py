@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from models import read_entries
+from support.models import read_entries
 from whodid.cli import main
 from whodid.demo import create_app
 

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgserver import with_driver
+from support.pgserver import with_driver
 from whodid import Actor, Auditor
 from whodid.context import RequestContext
 from whodid.entry.fields import JSON_COLUMNS

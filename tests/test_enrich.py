@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import user_agents
 
-from mmdb import build_city_mmdb, build_country_mmdb
+from support.mmdb import build_city_mmdb, build_country_mmdb
 from whodid.errors import ConfigurationError
 from whodid.store.enrich import Enricher, default_enricher
 

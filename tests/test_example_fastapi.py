@@ -25,8 +25,8 @@ import uvicorn
 from examples.fastapi_app import DEMO_API_KEY, OTHER_API_KEY, create_app, sign_session
 from fastapi import FastAPI
 
-from models import read_entries
-from pgserver import with_driver
+from support.models import read_entries
+from support.pgserver import with_driver
 from whodid import Entry
 from whodid.store.schema import entries
 

@@ -47,11 +47,11 @@ from schemathesis.checks import (
 )
 from starlette.testclient import TestClient
 
+from support.entries import entry_row
 from whodid import Actor, Auditor, InvalidQuery
-from whodid.context import RequestContext
 from whodid.store.query import ACTOR_TYPES, MAX_LIMIT, Filters, Page
 from whodid.store.schema import entries
-from whodid.store.writer import Change
+from whodid.testing import write_rows
 from whodid.web import Viewer, audit_app
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -90,39 +90,16 @@ TIMES = [
 def _row(
     auditor: Auditor,
     *,
-    tenant: str | None,
     when: dt.datetime,
     action: str = "customer.update",
     actor: Actor = ACTORS[0],
-    entity: tuple[str, str] = ("customer", "cus_1"),
-    request_id: str | None = None,
-    ip: str | None = "203.0.113.9",
-    metadata: dict[str, Any] | None = None,
-    user_agent: str | None = "Mozilla/5.0 Firefox/120.0",
+    **fields: Any,
 ) -> dict[str, Any]:
-    feature, _, operation = action.partition(".")
-    ctx = RequestContext(
-        actor=actor,
-        tenant_id=tenant,
-        passkey=False,
-        ip=ip,
-        user_agent=user_agent,
-        request_id=request_id,
-    )
-    change = Change(
-        feature=feature,
-        operation=operation,
-        action=action,
-        entity_type=entity[0],
-        entity_id=entity[1],
-        metadata=metadata or {},
-    )
-    return auditor.writer.rows([change], ctx, occurred_at=when)[0]
+    return entry_row(auditor, at=when, action=action, actor=actor, **fields)
 
 
 def _write(auditor: Auditor, rows: list[dict[str, Any]]) -> None:
-    with auditor.engine.begin() as conn:  # type: ignore[union-attr]
-        auditor.writer.write(conn, rows)
+    write_rows(auditor, rows)
 
 
 def _seed(auditor: Auditor) -> None:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from test_query import put
+from support.entries import put
 from whodid import ALL_TENANTS, Auditor, InvalidQuery, Retention
 from whodid.entry.fields import digest
 from whodid.integrity.verify import generate_key_pair

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 import whodid
-from test_query import ADA, put
+from support.entries import ADA, put
 from whodid import ALL_TENANTS, Auditor, InvalidQuery
 from whodid.cli import main
 from whodid.context import RequestContext

@@ -11,7 +11,18 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Base, Blob, Customer, Note, Opaque, Rate, Status, Wallet, auditor, read_entries
+from support.models import (
+    Base,
+    Blob,
+    Customer,
+    Note,
+    Opaque,
+    Rate,
+    Status,
+    Wallet,
+    auditor,
+    read_entries,
+)
 from whodid import Actor, ConfigurationError, audit_context
 
 

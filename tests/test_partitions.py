@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from test_query import put
+from support.entries import put
 from whodid import ALL_TENANTS, Auditor, ConfigurationError
 from whodid.store.partitions import add_partitions
 

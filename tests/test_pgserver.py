@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgserver import with_driver
+from support.pgserver import with_driver
 
 
 @pytest.mark.postgres

@@ -10,49 +10,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from support.entries import NOW, put
 from whodid import ALL_TENANTS, Actor, Auditor, InvalidQuery
-from whodid.context import RequestContext
-from whodid.store.writer import Change
-
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-ADA = Actor.user("usr_1", "ada@example.com")
-
-
-def put(
-    auditor: Auditor,
-    *,
-    days_ago: float = 0,
-    tenant: str | None = "org_1",
-    actor: Actor = ADA,
-    action: str = "customer.create",
-    entity: tuple[str, str] = ("customer", "cus_1"),
-    request_id: str | None = None,
-    ip: str | None = "203.0.113.9",
-    metadata: dict | None = None,
-    user_agent: str | None = "Mozilla/5.0 Firefox/120.0",
-    at: dt.datetime | None = None,
-) -> None:
-    feature, _, operation = action.partition(".")
-    ctx = RequestContext(
-        actor=actor,
-        tenant_id=tenant,
-        passkey=False,
-        ip=ip,
-        user_agent=user_agent,
-        request_id=request_id,
-    )
-    change = Change(
-        feature=feature,
-        operation=operation,
-        action=action,
-        entity_type=entity[0],
-        entity_id=entity[1],
-        metadata=metadata or {},
-    )
-    when = at or NOW - dt.timedelta(days=days_ago)
-    rows = auditor.writer.rows([change], ctx, occurred_at=when)
-    with auditor.engine.begin() as conn:  # type: ignore[union-attr]
-        auditor.writer.write(conn, rows)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import datetime as dt
 
 import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
-from tests.models import Base, Customer
-from tests.test_query import put
 
+from support.entries import put
+from support.models import Base, Customer
 from whodid import ALL_TENANTS, Actor, Auditor, audit_context
 from whodid.store.drivers.postgres import COPY_THRESHOLD
 from whodid.store.search import index_pending

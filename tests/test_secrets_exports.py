@@ -17,7 +17,7 @@ import uvicorn
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from starlette.testclient import TestClient
 
-from test_query import put
+from support.entries import put
 from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.entry.values import REDACTED, REDACTED_CHANGED
 from whodid.export.formats import lines, write

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Base, Customer, auditor, read_entries
-from pgserver import with_driver
+from support.models import Base, Customer, auditor, read_entries
+from support.pgserver import with_driver
 from whodid import ALL_TENANTS, Actor, Auditor, audit_context
 from whodid.store.drivers.send_with_commit import MAX_CALLS
 from whodid.store.schema import INSERT_PROCEDURE

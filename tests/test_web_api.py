@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from test_query import put
+from support.entries import put
 from whodid import Actor, Auditor
 from whodid.web import Viewer, audit_app
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from test_query import put
+from support.entries import put
 from whodid import ALL_TENANTS, Auditor, InvalidQuery
 from whodid.cli import main
 from whodid.integrity.keys import generate_key_pair

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -18,7 +17,7 @@ from whodid.capture.orm import OrmCapture, make_spec
 from whodid.context import Actor, RequestContext, current_context
 from whodid.entry.fields import Entry
 from whodid.entry.values import DEFAULT_REDACT_PATTERNS, Redactor, to_json
-from whodid.errors import ConfigurationError, InvalidQuery
+from whodid.errors import ConfigurationError
 from whodid.store import schema
 from whodid.store.engines import is_async, sync_twin
 from whodid.store.enrich import Enricher
@@ -31,9 +30,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from whodid.export import formats as _export
+    from whodid.export.runs import ExportRun
     from whodid.integrity import verify as integrity
     from whodid.integrity.retention import Purged, Retention
-    from whodid.store.query import Filters, Page
+    from whodid.store.query import Page
 
 M = TypeVar("M", bound=type[Any])
 
@@ -352,26 +352,12 @@ class Auditor:
     ) -> int:
         """Write every matching entry (no span limit) as CSV or NDJSON; returns the count.
 
-        Taking a copy of the evidence is itself recorded: an ``audit_log.export``
-        entry when it starts and one saying how it ended (``completed`` with the
-        row count, or ``failed``), linked by ``metadata.chain_id``. ``actor``
-        names who exported (default: the current context's actor).
+        Recorded as ``audit_log.export`` entries when it starts and when it ends
+        (see :mod:`whodid.export.runs`); ``actor`` names who exported (default:
+        the current context's actor).
         """
-        from whodid.export import write_export
-        from whodid.store import query as _query
-
-        spec = self._export_spec("export", format, tenant_id, filters)
-        chain = self._record_export(spec, format, actor, "started", None, None)
-        count, status = 0, "failed"
-        try:
-            with _query.connect(self._bind()) as conn:
-                count = write_export(
-                    conn, spec, fileobj, format, progress, fast_paths=self.writer.fast_paths
-                )
-            status = "completed"
-        finally:
-            self._record_export(spec, format, actor, status, count, chain)
-        return count
+        run = self._export_run("export", format, tenant_id, actor, filters)
+        return run.write(fileobj, progress, fast_paths=self.writer.fast_paths)
 
     def iter_export(
         self,
@@ -384,87 +370,22 @@ class Auditor:
     ) -> Iterator[str]:
         """Every matching entry as chunks of CSV or NDJSON text, for streaming.
 
-        Filters are checked now (so a bad one fails before anything is sent)
-        and the start is recorded; the end is recorded when the iterator ends:
-        ``completed``, ``abandoned`` (closed early, e.g. the client went away)
-        or ``failed``, with the rows sent.
+        Filters are checked and the start recorded now, so a bad filter fails
+        before anything is sent; the end is recorded when the iterator ends
+        (``completed``, ``abandoned`` if closed early, ``failed``).
         """
-        spec = self._export_spec("iter_export", format, tenant_id, filters)
-        chain = self._record_export(spec, format, actor, "started", None, None)
-        return self._stream(spec, format, actor, chain, lines_per_chunk)
+        run = self._export_run("iter_export", format, tenant_id, actor, filters)
+        return run.chunks(lines_per_chunk)
 
-    def _stream(
-        self, spec: Filters, format: Any, actor: Actor | None, chain: str, size: int
-    ) -> Iterator[str]:
-        from whodid.export import formats as _export
-        from whodid.store import query as _query
-
-        count, status = 0, "failed"
-
-        def counted(rows: Iterator[Any]) -> Iterator[Any]:
-            nonlocal count
-            for row in rows:
-                count += 1
-                yield row
-
-        try:
-            chunk: builtins.list[str] = []
-            with _query.connect(self._bind()) as conn:
-                for line in _export.lines(counted(_query.iter_export_rows(conn, spec)), format):
-                    chunk.append(line)
-                    if len(chunk) >= size:
-                        yield "".join(chunk)
-                        chunk = []
-            if chunk:
-                yield "".join(chunk)
-            status = "completed"
-        except GeneratorExit:
-            status = "abandoned"
-            raise
-        finally:
-            self._record_export(spec, format, actor, status, count, chain)
-
-    def _export_spec(self, method: str, format: Any, tenant_id: Any, filters: Any) -> Filters:
-        from whodid.export import formats as _export
+    def _export_run(
+        self, method: str, format: Any, tenant_id: Any, actor: Actor | None, filters: Any
+    ) -> ExportRun:
+        from whodid.export.runs import ExportRun
         from whodid.store import query as _query
         from whodid.store.query import Filters
 
-        if format not in _export.FORMATS:
-            raise InvalidQuery(f"format must be 'csv' or 'ndjson', got {format!r}")
         spec = Filters.build(tenant_id=require_tenant(method, tenant_id), **filters)
-        # The log as it is now: not the export's own start entry, nor what comes later.
-        with _query.connect(self._bind()) as conn:
-            top = _query.last_seq(conn)
-        return dataclasses.replace(spec, upto_seq=top if spec.upto_seq is None else spec.upto_seq)
-
-    def _record_export(
-        self,
-        spec: Filters,
-        format: Any,
-        actor: Actor | None,
-        status: str,
-        rows: int | None,
-        chain: str | None,
-    ) -> str:
-        from whodid.entry.fields import new_entry_id
-
-        chain = chain or new_entry_id().replace("log_", "exp_")
-        metadata: dict[str, Any] = {
-            "format": format,
-            "filters": spec.as_dict(),
-            "status": status,
-            "chain_id": chain,
-            "upto_seq": spec.upto_seq,
-        }
-        if rows is not None:
-            metadata["rows"] = rows
-        self.record(
-            "audit_log.export",
-            actor=actor,
-            tenant_id=None if spec.tenant_id is ALL_TENANTS else spec.tenant_id,
-            metadata=metadata,
-        )
-        return chain
+        return ExportRun(lambda: _query.connect(self._bind()), self.record, spec, format, actor)
 
     # -- integrity and retention ------------------------------------------------
 

@@ -195,7 +195,8 @@ def _purge_door(conn: Connection, before: dt.datetime, tenant_id: str | None) ->
             raw.create_function(SQLITE_PURGE_FUNCTION, 2, refuse_purge)
         return
     opened = conn.execute(purge_window.insert().values(before=before, tenant_id=tenant_id))
-    window_id = opened.inserted_primary_key[0]  # type: ignore[index]
+    key: Any = opened.inserted_primary_key
+    window_id = key[0]
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SELECT set_config('whodid.purge', 'on', true)")
     yield

@@ -133,7 +133,7 @@ def _postgresql_rows(
     sql = (
         f"SELECT {', '.join(col[n] for n in _SCALAR_FIELDS)}, {text}, {micros}, "
         f"{col['seq']}, {col['digest']}, '[' || {docs_sql} || ']' "
-        f"FROM {conn.dialect.identifier_preparer.format_table(entries)}"
+        f"FROM {conn.dialect.identifier_preparer.quote(entries.name)}"
         f"{_where(conn, lo, stop)} ORDER BY {col['seq']}"
     )
     names = _SCALAR_FIELDS
@@ -186,7 +186,7 @@ def _sqlite_rows(
     sql = (
         f"SELECT {', '.join(quote(n) for n in _SCALAR_FIELDS)}, {quote('occurred_at')}, "
         f"{quote('seq')}, {quote('digest')}, {', '.join(quote(n) for n in _JSON_FIELDS)} "
-        f"FROM {conn.dialect.identifier_preparer.format_table(entries)}"
+        f"FROM {conn.dialect.identifier_preparer.quote(entries.name)}"
         f"{_where(conn, lo, stop)} ORDER BY {quote('seq')}"
     )
     names = _SCALAR_FIELDS

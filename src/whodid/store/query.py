@@ -319,7 +319,8 @@ class Page:
     next_cursor: str | None = None
 
 
-def _occurred(value: dt.datetime, conn: Connection) -> Any:
+def stored_time(value: dt.datetime, conn: Connection) -> Any:
+    """``value`` in the shape the database compares stored times with."""
     # SQLite stores naive UTC text; compare with the same shape.
     return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
 
@@ -340,8 +341,10 @@ def list_page(
         end = min(end, at)
         # A row-value comparison, which both databases turn into an index
         # range; the equivalent OR form makes PostgreSQL filter row by row.
-        position = sa.tuple_(c.occurred_at, c.seq) < sa.tuple_(_occurred(at, conn), seq)
-    where += [c.occurred_at >= _occurred(start, conn), c.occurred_at <= _occurred(end, conn)]
+        position = sa.tuple_(c.occurred_at, c.seq) < sa.tuple_(
+            stored_time(at, conn), sa.literal(seq)
+        )
+    where += [c.occurred_at >= stored_time(start, conn), c.occurred_at <= stored_time(end, conn)]
     if position is not None:
         where.append(position)
     stmt = (
@@ -382,9 +385,9 @@ def export_where(conn: Connection, filters: Filters) -> list[Any]:
 def _unbounded_where(conn: Connection, filters: Filters) -> list[Any]:
     where = filters.conditions()
     if filters.start:
-        where.append(entries.c.occurred_at >= _occurred(filters.start, conn))
+        where.append(entries.c.occurred_at >= stored_time(filters.start, conn))
     if filters.end:
-        where.append(entries.c.occurred_at <= _occurred(filters.end, conn))
+        where.append(entries.c.occurred_at <= stored_time(filters.end, conn))
     return where
 
 

@@ -77,7 +77,8 @@ class _PostgresJSONB(TypeDecorator[Any]):
     def load_dialect_impl(self, dialect: Any) -> Any:
         from sqlalchemy.dialects.postgresql import JSONB
 
-        return dialect.type_descriptor(JSONB(none_as_null=True))
+        jsonb: Any = JSONB  # typed from SQLAlchemy 2.1 on, untyped before
+        return dialect.type_descriptor(jsonb(none_as_null=True))
 
 
 # none_as_null: a missing side is SQL NULL, not the JSON text "null".

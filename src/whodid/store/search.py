@@ -42,12 +42,10 @@ def _like(text: Any, pattern: Any) -> Any:
     return text.like(sa.func.lower(pattern), escape="/")
 
 
-@compiles(Matches)
 def _matches_scan(element: Matches, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(_like(search_text(), element.pattern), **kw))
 
 
-@compiles(Matches, "postgresql")
 def _matches_indexed(element: Matches, compiler: Any, **kw: Any) -> str:
     queued = entries.alias("whodid_queued")
     s, qu = search_table.c, search_queue.c
@@ -70,6 +68,12 @@ def _matches_indexed(element: Matches, compiler: Any, **kw: Any) -> str:
     # order instead, testing each entry against the set.
     column = compiler.process(entries.c.seq, **kw)
     return f"{column} = ANY(ARRAY{compiler.process(seqs.scalar_subquery(), **kw)})"
+
+
+# Registered by call, not as decorators: compiles() is untyped before SQLAlchemy 2.1.
+_compiles: Any = compiles
+_compiles(Matches)(_matches_scan)
+_compiles(Matches, "postgresql")(_matches_indexed)
 
 
 def index_pending(conn: Connection, limit: int = BATCH) -> int:
