@@ -41,10 +41,30 @@ def pg_server() -> Iterator[PostgresServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_template(pg_server: PostgresServer) -> str:
+    """A database holding whodid's empty log, which every test's database copies:
+    a copy costs less than making the schema again (benchmarks/PROFILES.md)."""
+    from whodid import Auditor
+
+    url = pg_server.create_database("whodid_template")
+    engine = sa.create_engine(url)
+    Auditor(engine).create_all()
+    engine.dispose()  # a template must have no connections while it is copied
+    return "whodid_template"
+
+
 @pytest.fixture
-def pg_url(pg_server: PostgresServer) -> str:
-    """A fresh, empty database per test, so tests cannot see each other's rows."""
+def pg_url(pg_server: PostgresServer, pg_template: str) -> str:
+    """A fresh database per test holding an empty audit log, so tests cannot see
+    each other's rows."""
     # Not dropped afterwards: the whole server is thrown away at the end of the session.
+    return pg_server.create_database(f"t_{next(_db_numbers)}", template=pg_template)
+
+
+@pytest.fixture
+def pg_empty_url(pg_server: PostgresServer) -> str:
+    """A fresh database per test with nothing in it (no audit log yet)."""
     return pg_server.create_database(f"t_{next(_db_numbers)}")
 
 
@@ -52,6 +72,13 @@ def pg_url(pg_server: PostgresServer) -> str:
 def sqlite_url(tmp_path: Path) -> str:
     """A real SQLite file (not :memory:), so several connections see the same data."""
     return f"sqlite:///{tmp_path}/app.db"
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest) -> str:
+    """Like db_url, but the PostgreSQL database holds nothing yet."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_empty_url"
+    return str(request.getfixturevalue(name))
 
 
 @pytest.fixture(params=BACKENDS)

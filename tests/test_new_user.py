@@ -194,7 +194,10 @@ def test_every_command_refuses_a_missing_database_and_creates_nothing(
 
 
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
-def test_every_command_refuses_a_database_without_the_log(command, db_url, tmp_path, monkeypatch):
+def test_every_command_refuses_a_database_without_the_log(
+    command, empty_db_url, tmp_path, monkeypatch
+):
+    db_url = empty_db_url
     with sa.create_engine(db_url).begin() as conn:
         conn.exec_driver_sql("CREATE TABLE app (id INTEGER)")
     here = tmp_path / "cwd"

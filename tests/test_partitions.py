@@ -26,8 +26,8 @@ def partitions(engine: sa.Engine) -> list[str]:
         )
 
 
-def test_retention_drops_expired_months_and_verify_still_passes(pg_url):
-    auditor = Auditor(pg_url, signing_key=Ed25519PrivateKey.generate())
+def test_retention_drops_expired_months_and_verify_still_passes(pg_empty_url):
+    auditor = Auditor(pg_empty_url, signing_key=Ed25519PrivateKey.generate())
     auditor.create_all(partitioned=True)
     engine = auditor.engine
     assert engine is not None
@@ -62,8 +62,8 @@ def test_partitioning_is_postgresql_only(sqlite_url):
         Auditor(sqlite_url).create_all(partitioned=True)
 
 
-def test_writes_and_queries_work_on_the_partitioned_table(pg_url):
-    auditor = Auditor(pg_url)
+def test_writes_and_queries_work_on_the_partitioned_table(pg_empty_url):
+    auditor = Auditor(pg_empty_url)
     auditor.create_all(partitioned=True)
     auditor.create_all(partitioned=True)  # idempotent
     put(auditor, entity=("payment", "pay_1"))

@@ -213,17 +213,17 @@ _roles = iter(range(1, 10_000))
 
 
 @pytest.fixture
-def two_roles(pg_url: str) -> tuple[str, str, str]:
+def two_roles(pg_empty_url: str) -> tuple[str, str, str]:
     """The log's owner and the application's role, as two real login roles."""
     n = next(_roles)
     owner, app = f"whodid_owner_{n}", f"whodid_app_{n}"
-    admin = sa.create_engine(pg_url)
+    admin = sa.create_engine(pg_empty_url)
     with admin.begin() as conn:
         for role in (owner, app):
             conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
             conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA public TO {role}")
     admin.dispose()
-    url = sa.engine.make_url(pg_url)
+    url = sa.engine.make_url(pg_empty_url)
     as_role = [url.set(username=r).render_as_string(hide_password=False) for r in (owner, app)]
     return as_role[0], as_role[1], app
 

@@ -149,8 +149,9 @@ class PostgresServer:
         base = self._require_base()
         return _render(base.set(drivername=f"postgresql+{driver}", database=dbname))
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database and return its ``postgresql+psycopg://`` URL.
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database (empty, or a copy of ``template``) and return its
+        ``postgresql+psycopg://`` URL.
 
         A leftover of the same name (possible on a WHODID_TEST_PG_URL server reused
         across runs) is dropped first.
@@ -160,7 +161,11 @@ class PostgresServer:
             ident = sql.Identifier(name)
             if self._external:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+            if template is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+            else:
+                copy = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+                conn.execute(copy.format(ident, sql.Identifier(template)))
         return self.url(dbname=name)
 
     # -- internals ------------------------------------------------------------
