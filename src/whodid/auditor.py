@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -348,16 +349,43 @@ class Auditor:
         tenant_id: Any = TENANT_REQUIRED,
         progress: Callable[[int], None] | None = None,
         actor: Actor | None = None,
+        proof: IO[str] | None = None,
         **filters: Any,
     ) -> int:
         """Write every matching entry (no span limit) as CSV or NDJSON; returns the count.
 
         Recorded as ``audit_log.export`` entries when it starts and when it ends
         (see :mod:`whodid.export.runs`); ``actor`` names who exported (default:
-        the current context's actor).
+        the current context's actor). With ``proof``, a proof bundle (JSON, see
+        :mod:`whodid.integrity.bundle`) is written there too: it lets anyone
+        with the public key check the export offline. The log is sealed first
+        when a signing key is configured, so every entry is proven; without a
+        key (or for entries committed after that seal) the bundle lists them
+        as unproven, with why, and still proves each row equals its entry.
         """
+        if proof is not None and self.signing_key is not None:
+            self.seal()
+        from whodid.export.hashing import hashing
+
         run = self._export_run("export", format, tenant_id, actor, filters)
-        return run.write(fileobj, progress, fast_paths=self.writer.fast_paths)
+        sink = hashing(fileobj) if proof is not None else fileobj
+        count = run.write(sink, progress, fast_paths=self.writer.fast_paths)
+        if proof is not None:
+            from whodid.integrity import bundle
+            from whodid.integrity.checkpoints import all_checkpoints
+            from whodid.store import query as _query
+
+            name = getattr(fileobj, "name", None)
+            meta = {
+                "file": name if isinstance(name, str) else None,
+                "format": format,
+                "sha256": sink.hexdigest(),  # type: ignore[union-attr]
+            }
+            with _query.connect(self._bind()) as conn:
+                rows = _query.export_entry_rows(conn, run.spec)
+                made = bundle.make(rows, all_checkpoints(conn), meta, self._why_unsealed())
+            json.dump(made, proof, indent=1, ensure_ascii=False)
+        return count
 
     def iter_export(
         self,
@@ -454,18 +482,50 @@ class Auditor:
     ) -> integrity.Report:
         """Check every entry against the signed checkpoints; see ``report.problems``.
 
-        ``public_key`` defaults to the signing key's public half; ``head`` is a
-        signed head kept outside the database (``checkpoint.head()``), which
-        lets verify see checkpoints removed from the end.
+        ``public_key`` defaults to the signing key's public half; a list of keys
+        (paths, PEM or key objects) while keys rotate: each checkpoint names
+        the key it was signed with. ``head`` is a signed head kept outside the
+        database (``checkpoint.head()``), which lets verify see checkpoints
+        removed from the end.
         """
         from whodid.integrity import verify as integrity
 
-        if public_key is None:
-            public = self._private_key().public_key()
-        else:
-            public = integrity.load_public_key(public_key)
         with self._engine().connect() as conn:
-            return integrity.verify(conn, public, dict(head) if head else None, progress)
+            return integrity.verify(
+                conn, self._public_keys(public_key), dict(head) if head else None, progress
+            )
+
+    def _public_keys(self, public_key: Any) -> builtins.list[Any]:
+        from whodid.integrity.keys import load_public_key
+
+        if public_key is None:
+            return [self._private_key().public_key()]
+        many = isinstance(public_key, builtins.list | tuple)
+        return [load_public_key(k) for k in (public_key if many else [public_key])]
+
+    def prove(self, entry_id: str, *, tenant_id: Any = TENANT_REQUIRED) -> dict[str, Any] | None:
+        """One entry's proof that it is in the signed log, checkable offline.
+
+        Returns None for an unknown entry (or another tenant's); else a proof
+        bundle of that one entry (see :mod:`whodid.integrity.bundle`), whose
+        ``entries[0].proof`` is None while no seal covers it yet.
+        """
+        from whodid.integrity import bundle
+        from whodid.integrity.checkpoints import all_checkpoints
+        from whodid.store import query as _query
+
+        tenant_id = require_tenant("prove", tenant_id)
+        with _query.connect(self._bind()) as conn:
+            row = _query.entry_row(conn, entry_id, tenant_id)
+            if row is None:
+                return None
+            found = bundle.make([row], all_checkpoints(conn), {}, self._why_unsealed())
+        return found
+
+    def _why_unsealed(self) -> str:
+        if self.signing_key is None:
+            return "not sealed yet: this Auditor has no signing key (whodid seal seals the log)"
+        return "not sealed yet: committed after the seal this export began with"
 
     def purge(
         self, before: dt.datetime | None = None, *, tenant_id: Any = TENANT_REQUIRED

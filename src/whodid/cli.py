@@ -38,6 +38,14 @@ db_option = click.option(
 )
 
 
+key_option = click.option(
+    "--key",
+    "key",
+    envvar="WHODID_SIGNING_KEY",
+    help="Ed25519 private key: PEM file path or PEM text (env: WHODID_SIGNING_KEY).",
+)
+
+
 @click.group()
 @click.version_option(package_name="whodid")
 def main() -> None:
@@ -268,9 +276,17 @@ def show(db_url: str, entry_id: str, **given: Any) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="File to write (default: audit-log.<format>); - for stdout.",
 )
-def export(db_url: str, fmt: str, output: str | None, **given: Any) -> None:
+@click.option(
+    "--proof",
+    is_flag=True,
+    help="Also write OUTPUT.proof.json, which `whodid check-proof` verifies offline.",
+)
+@key_option
+def export(
+    db_url: str, fmt: str, output: str | None, proof: bool, key: str | None, **given: Any
+) -> None:
     """Export every matching entry (no date limit), UTC timestamps."""
-    auditor = _auditor(db_url)
+    auditor = _auditor(db_url, **({"signing_key": key} if key else {}))
     filters = _filters(given)
     path = output or f"audit-log.{fmt}"
     show_progress = path != "-" and sys.stderr.isatty()
@@ -281,14 +297,18 @@ def export(db_url: str, fmt: str, output: str | None, **given: Any) -> None:
         # Who took the copy: auditors ask; the export records its start and end.
         actor = Actor.system("whodid-cli", label=getpass.getuser())
         try:
-            with click.progressbar(
-                length=total or 0, label="exporting", file=sys.stderr, hidden=not show_progress
-            ) as bar:
+            with (
+                click.progressbar(
+                    length=total or 0, label="exporting", file=sys.stderr, hidden=not show_progress
+                ) as bar,
+                _proof_file(path, proof) as bundle,
+            ):
                 count = auditor.export(
                     stream,
                     fmt,  # type: ignore[arg-type]
                     progress=bar.update,
                     actor=actor,
+                    proof=bundle,
                     **filters,
                 )
         finally:
@@ -298,12 +318,46 @@ def export(db_url: str, fmt: str, output: str | None, **given: Any) -> None:
         click.echo(f"{count} entries written to {path}", err=True)
 
 
-key_option = click.option(
-    "--key",
-    "key",
-    envvar="WHODID_SIGNING_KEY",
-    help="Ed25519 private key: PEM file path or PEM text (env: WHODID_SIGNING_KEY).",
+@contextmanager
+def _proof_file(path: str, wanted: bool) -> Iterator[Any]:
+    if not wanted:
+        yield None
+        return
+    if path == "-":
+        raise click.UsageError("--proof needs -o FILE: the bundle is written beside it")
+    with open(f"{path}.proof.json", "w", encoding="utf-8") as bundle:
+        yield bundle
+    click.echo(f"proof bundle written to {path}.proof.json", err=True)
+
+
+@main.command("check-proof")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.argument("export_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    required=True,
+    help="Public key PEM file; repeat while keys rotate.",
 )
+def check_proof(bundle: str, export_file: str, public_keys: tuple[str, ...]) -> None:
+    """Check an export against its proof bundle, offline, with the public key(s) alone."""
+    from whodid.integrity import bundle as bundles
+    from whodid.integrity.keys import key_id, load_public_key
+
+    try:
+        keys = {key_id(k): k for k in map(load_public_key, public_keys)}
+        data = json.loads(Path(bundle).read_text(encoding="utf-8"))
+    except (WhodidError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    problems = bundles.check(data, Path(export_file).read_bytes(), keys)
+    for problem in problems:
+        click.echo(f"PROBLEM  {problem}")
+    proven = sum(1 for e in data.get("entries", []) if e.get("proof"))
+    unproven = len(data.get("entries", [])) - proven
+    state = "OK" if not problems else f"{len(problems)} PROBLEM(S)"
+    click.echo(f"{state}: {proven} rows proven in the signed log, {unproven} not sealed yet")
+    sys.exit(1 if problems else 0)
 
 
 @main.command()
@@ -358,7 +412,12 @@ def index(db_url: str) -> None:
 @main.command()
 @db_option
 @key_option
-@click.option("--public-key", help="Public key PEM file (default: the half of --key).")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="Public key PEM file (default: the half of --key); repeat while keys rotate.",
+)
 @click.option(
     "--head",
     "head_path",
@@ -367,19 +426,25 @@ def index(db_url: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def verify(
-    db_url: str, key: str | None, public_key: str | None, head_path: str | None, as_json: bool
+    db_url: str,
+    key: str | None,
+    public_keys: tuple[str, ...],
+    head_path: str | None,
+    as_json: bool,
 ) -> None:
     """Check every entry and checkpoint; exit 0 only if nothing was tampered with."""
-    if not (key or public_key):
+    if not (key or public_keys):
         raise click.ClickException("verify needs --public-key (or --key)")
     head = json.loads(Path(head_path).read_text()) if head_path else None
     with _friendly(db_url):
         auditor = _auditor(db_url, signing_key=key)
-        total = auditor.count() if sys.stderr.isatty() and not as_json else 0
+        shown = sys.stderr.isatty() and not as_json
+        total = auditor.count(tenant_id=ALL_TENANTS) if shown else 0
         with click.progressbar(
             length=total, label="verifying", file=sys.stderr, hidden=not total
         ) as bar:
-            report = auditor.verify(public_key, head=head, progress=bar.update)
+            keys = list(public_keys) or None
+            report = auditor.verify(keys, head=head, progress=bar.update)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

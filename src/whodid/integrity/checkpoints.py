@@ -158,3 +158,9 @@ def latest_checkpoint(conn: Connection) -> Checkpoint | None:
         .first()
     )
     return Checkpoint.from_row(row) if row else None
+
+
+def all_checkpoints(conn: Connection) -> list[Checkpoint]:
+    """Every checkpoint, oldest first."""
+    rows = conn.execute(sa.select(checkpoints).order_by(checkpoints.c.number)).mappings()
+    return [Checkpoint.from_row(r) for r in rows]

@@ -28,7 +28,7 @@ import base64
 import datetime as dt
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,21 +161,34 @@ class Report:
         }
 
 
-def _verify_chain(chain: Sequence[Checkpoint], public: Ed25519PublicKey, report: Report) -> None:
-    expected_key = key_id(public)
+def key_ring(public: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id: one key, or several while keys rotate."""
+    keys = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+    return {key_id(k): k for k in keys}
+
+
+def _verify_chain(
+    chain: Sequence[Checkpoint], keys: Mapping[str, Ed25519PublicKey], report: Report
+) -> None:
+    named = ", ".join(sorted(keys))
     prev_hash = GENESIS
     bad_keys = 0
     for number, cp in enumerate(chain, start=1):
+        # A checkpoint names its key; with one key given, that key is tried anyway
+        # so a wrong key is reported as such.
+        public = keys.get(cp.key_id) or (next(iter(keys.values())) if len(keys) == 1 else None)
         try:
+            if public is None:
+                raise ValueError(cp.key_id)
             public.verify(base64.b64decode(cp.signature), cp.payload.encode())
             signed = json.loads(cp.payload)
         except (InvalidSignature, ValueError):
-            bad_keys += cp.key_id != expected_key
+            bad_keys += cp.key_id not in keys
             report.problems.append(
                 Problem(
                     "bad_signature",
-                    f"checkpoint {cp.number}: signature does not verify with key {expected_key}"
-                    + (f" (it names key {cp.key_id})" if cp.key_id != expected_key else ""),
+                    f"checkpoint {cp.number}: signature does not verify with key {named}"
+                    + (f" (it names key {cp.key_id})" if cp.key_id not in keys else ""),
                     checkpoint=cp.number,
                 )
             )
@@ -222,7 +235,7 @@ def _verify_chain(chain: Sequence[Checkpoint], public: Ed25519PublicKey, report:
             0,
             Problem(
                 "wrong_key",
-                f"no checkpoint verifies with key {expected_key}: is this the public "
+                f"no checkpoint verifies with key {named}: is this the public "
                 "key of the signing key?",
             ),
         )
@@ -233,7 +246,7 @@ _SEQ_LEAF = struct.Struct(">Q40s")  # seq, then the leaf's time and digest as st
 
 def verify(
     conn: Connection,
-    public: Ed25519PublicKey,
+    public: Ed25519PublicKey | Iterable[Ed25519PublicKey],
     head: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     batch: int = 5000,
@@ -256,9 +269,10 @@ def verify(
         for r in conn.execute(sa.select(checkpoints).order_by(checkpoints.c.number)).mappings()
     ]
     report.checkpoints = len(chain)
-    _verify_chain(chain, public, report)
+    keys = key_ring(public)
+    _verify_chain(chain, keys, report)
     if head is not None:
-        _verify_head(chain, head, public, report)
+        _verify_head(chain, head, keys, report)
 
     # What the checkpoints promise: seq -> leaf time µs and digest (the leaf's
     # last 40 bytes), and which seqs were signed away by a purge.
@@ -347,9 +361,13 @@ def _classify_mismatches(mismatched: list[tuple[int, str, bytes, bytes]], report
 
 
 def _verify_head(
-    chain: Sequence[Checkpoint], head: dict[str, Any], public: Ed25519PublicKey, report: Report
+    chain: Sequence[Checkpoint],
+    head: dict[str, Any],
+    keys: Mapping[str, Ed25519PublicKey],
+    report: Report,
 ) -> None:
     try:
+        public = keys.get(head.get("key_id", "")) or next(iter(keys.values()))
         public.verify(base64.b64decode(head["signature"]), head["payload"].encode())
         number = int(json.loads(head["payload"])["number"])
     except (InvalidSignature, ValueError, KeyError, TypeError):

@@ -453,6 +453,22 @@ def distinct_actions(conn: Connection, tenant_id: Any) -> list[str]:
     return [str(action) for action in conn.execute(stmt).scalars()]
 
 
+def entry_row(conn: Connection, entry_id: str, tenant_id: Any) -> dict[str, Any] | None:
+    """The stored row of an entry (every field), or None (also another tenant's)."""
+    if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
+        return None
+    stmt = sa.select(entries).where(entries.c.id == entry_id)
+    row = conn.execute(stmt.where(*Filters(tenant_id=tenant_id).conditions())).mappings().first()
+    return None if row is None else dict(row)
+
+
+def export_entry_rows(conn: Connection, filters: Filters) -> list[dict[str, Any]]:
+    """The stored rows an export of ``filters`` writes, in its order."""
+    c = entries.c
+    stmt = sa.select(entries).where(*_unbounded_where(conn, filters)).order_by(c.occurred_at, c.seq)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def last_seq(conn: Connection) -> int:
     """The highest seq in the log (0 when empty)."""
     top = conn.execute(sa.select(sa.func.max(entries.c.seq))).scalar()

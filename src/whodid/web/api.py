@@ -162,6 +162,17 @@ class AuditAPI:
         names = await run_in_threadpool(lambda: self.auditor.actions(tenant_id=tenant))
         return JSONResponse({"data": names})
 
+    async def proof(self, request: Request) -> Response:
+        """An entry's proof bundle: checkable offline with the log's public key."""
+        viewer = await self.viewer(request)
+        _no_params(request)
+        entry_id = request.path_params["entry_id"]
+        tenant = _field(viewer, "tenant_id")
+        found = await run_in_threadpool(lambda: self.auditor.prove(entry_id, tenant_id=tenant))
+        if found is None:
+            return error(404, "not_found", f"no audit log entry {entry_id[:40]!r}")
+        return JSONResponse(found)
+
     async def detail(self, request: Request) -> Response:
         viewer = await self.viewer(request)
         _no_params(request)
@@ -243,6 +254,7 @@ def audit_app(auditor: Auditor, *, authorize: Authorize, timezone: str = "UTC") 
         # Before {entry_id}, which would otherwise take "actions" for an id.
         Route("/audit-logs/actions", api.actions),
         Route("/audit-logs/export.{format}", api.export),
+        Route("/audit-logs/{entry_id}/proof", api.proof),
         Route("/audit-logs/{entry_id}", api.detail),
         Route("/openapi.json", api.openapi),
     ]
