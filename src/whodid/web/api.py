@@ -164,25 +164,33 @@ class AuditAPI:
 
     async def proof(self, request: Request) -> Response:
         """An entry's proof bundle: checkable offline with the log's public key."""
+        return await self._entry(request, self._proof)
+
+    async def detail(self, request: Request) -> Response:
+        return await self._entry(request, self._detail)
+
+    def _proof(self, entry_id: str, tenant: Any) -> dict[str, Any] | None:
+        return self.auditor.prove(entry_id, tenant_id=tenant)
+
+    def _detail(self, entry_id: str, tenant: Any) -> dict[str, Any] | None:
+        entry = self.auditor.get(entry_id, tenant_id=tenant)
+        if entry is None:
+            return None
+        related = self.auditor.related(entry_id, tenant_id=tenant)
+        return {**entry.to_dict(), "related": [e.to_dict() for e in related]}
+
+    async def _entry(
+        self, request: Request, read: Callable[[str, Any], dict[str, Any] | None]
+    ) -> Response:
+        """One entry's answer for the viewer's tenant; 404 for another tenant's id."""
         viewer = await self.viewer(request)
         _no_params(request)
         entry_id = request.path_params["entry_id"]
         tenant = _field(viewer, "tenant_id")
-        found = await run_in_threadpool(lambda: self.auditor.prove(entry_id, tenant_id=tenant))
+        found = await run_in_threadpool(read, entry_id, tenant)
         if found is None:
             return error(404, "not_found", f"no audit log entry {entry_id[:40]!r}")
         return JSONResponse(found)
-
-    async def detail(self, request: Request) -> Response:
-        viewer = await self.viewer(request)
-        _no_params(request)
-        entry_id = request.path_params["entry_id"]
-        tenant = _field(viewer, "tenant_id")
-        entry = await run_in_threadpool(lambda: self.auditor.get(entry_id, tenant_id=tenant))
-        if entry is None:
-            return error(404, "not_found", f"no audit log entry {entry_id[:40]!r}")
-        related = await run_in_threadpool(lambda: self.auditor.related(entry_id, tenant_id=tenant))
-        return JSONResponse({**entry.to_dict(), "related": [e.to_dict() for e in related]})
 
     async def export(self, request: Request) -> Response:
         viewer = await self.viewer(request)
