@@ -20,12 +20,21 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from whodid import ALL_TENANTS
 
+# Modules that need an extra, and the extra.
+OPTIONAL = {"whodid.celery": "celery"}
+
 
 def bare() -> None:
     import whodid
 
     names = sorted(m.name for m in pkgutil.walk_packages(whodid.__path__, "whodid."))
     for name in names:
+        if name in OPTIONAL:  # needs its extra: it must say which
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                assert f"whodid[{OPTIONAL[name]}]" in str(exc), exc
+            continue
         importlib.import_module(name)
     print(f"imported {len(names)} modules")
 

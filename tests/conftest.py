@@ -68,6 +68,24 @@ def pg_empty_url(pg_server: PostgresServer) -> str:
     return pg_server.create_database(f"t_{next(_db_numbers)}")
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis server for the whole session (Debian's redis-server, on 127.0.0.1)."""
+    import shutil
+
+    from support.redisserver import RedisServer
+
+    if shutil.which("redis-server") is None:
+        message = "redis-server not found: apt-get install -y redis-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A real SQLite file (not :memory:), so several connections see the same data."""

@@ -13,7 +13,15 @@ app.add_middleware(AuditMiddleware, actor=resolve_actor)
 from typing import TYPE_CHECKING, Any
 
 from whodid.auditor import Auditor
-from whodid.context import Actor, RequestContext, audit_context, current_context, set_actor
+from whodid.context import (
+    Actor,
+    RequestContext,
+    audit_context,
+    current_context,
+    restore,
+    set_actor,
+    snapshot,
+)
 from whodid.entry.fields import Entry
 from whodid.errors import ConfigurationError, InvalidQuery, WhodidError
 from whodid.tenancy import ALL_TENANTS
@@ -42,7 +50,9 @@ __all__ = [
     "WhodidError",
     "audit_context",
     "current_context",
+    "restore",
     "set_actor",
+    "snapshot",
 ]
 __version__ = "0.1.0"
 

@@ -267,3 +267,56 @@ def audit_context(
         yield ctx
     finally:
         CURRENT.reset(token)
+
+
+def snapshot() -> dict[str, Any] | None:
+    """The current audit context as a small JSON-safe dict, to carry into a job.
+
+    Taken inside a request, it resolves the middleware's lazy fields first (the
+    actor, tenant and client as the request knows them). None outside any
+    request or :func:`audit_context`.
+
+    Example:
+        ``queue.enqueue(run_refund, whodid.snapshot(), payment_id)``
+    """
+    ctx = current_context()
+    if ctx is None:
+        return None
+    actor = ctx.actor or (ANONYMOUS if ctx.in_request else None)
+    return {
+        "actor": None
+        if actor is None
+        else {"type": actor.type, "id": actor.id, "label": actor.label},
+        "tenant_id": ctx.tenant_id,
+        "passkey": bool(ctx.passkey),
+        "ip": ctx.ip,
+        "user_agent": ctx.user_agent,
+        "request_id": ctx.request_id,
+    }
+
+
+@contextlib.contextmanager
+def restore(snap: dict[str, Any] | None) -> Iterator[RequestContext | None]:
+    """Bring back a :func:`snapshot` for the block: what the job writes is
+    attributed as the code that enqueued it would have been. ``None`` (nothing
+    was captured) restores nothing.
+
+    Example:
+        ``with whodid.restore(snap): refund(payment_id)``
+    """
+    if snap is None:
+        yield None
+        return
+    raw = snap.get("actor")
+    actor = None
+    if isinstance(raw, dict) and raw.get("type") in ("user", "api_key", "system", "anonymous"):
+        actor = Actor(raw["type"], raw.get("id"), raw.get("label"))
+    with audit_context(
+        actor=actor,
+        tenant_id=snap.get("tenant_id"),
+        passkey=bool(snap.get("passkey")),
+        ip=snap.get("ip"),
+        user_agent=snap.get("user_agent"),
+        request_id=snap.get("request_id"),
+    ) as ctx:
+        yield ctx

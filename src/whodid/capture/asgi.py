@@ -9,6 +9,7 @@ an audit entry.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from whodid.capture.headers import (
 from whodid.capture.resolvers import Resolvers, ResolverSource
 from whodid.context import CURRENT, Actor
 from whodid.store.enrich import Enricher
+from whodid.store.traces import tag_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,6 +91,8 @@ class AuditMiddleware:
                 break
         if request_id is None:
             request_id = new_request_id_bytes()
+        if "opentelemetry.trace" in sys.modules:  # the app traces: tag its span
+            tag_request(request_id.decode("ascii"))
 
         token = CURRENT.set([self, scope, request_id, None])  # see context.CURRENT
         try:

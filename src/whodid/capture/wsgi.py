@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from whodid.capture.headers import (
 from whodid.capture.resolvers import Resolvers, ResolverSource
 from whodid.context import CURRENT, Actor
 from whodid.store.enrich import Enricher
+from whodid.store.traces import tag_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -64,6 +66,8 @@ class WSGIAuditMiddleware:
         if request_id is None:
             request_id = new_request_id()
         environ["whodid.request_id"] = request_id
+        if "opentelemetry.trace" in sys.modules:  # the app traces: tag its span
+            tag_request(request_id)
         token = CURRENT.set([self, environ, request_id, None])  # see context.CURRENT
 
         wanted = self.header_name.lower()

@@ -34,6 +34,7 @@ from whodid.errors import ConfigurationError, CrossTenantWrite
 from whodid.store.drivers import ENCODED, Drivers
 from whodid.store.enrich import Enricher, default_enricher
 from whodid.store.schema import entries
+from whodid.store.traces import active_span_ids
 
 
 @dataclass(slots=True)
@@ -189,9 +190,14 @@ class Writer:
         client = None if shared["client"] is None else _json_text(shared["client"])
         base = _base_doc(shared, client)
         ids = new_entry_ids(len(changes))
+        # The active OpenTelemetry span, when the app traces: in metadata, so
+        # an old log needs no new column (and q finds a trace id).
+        traced = active_span_ids()
         rows = []
         for change, entry_id in zip(changes, ids, strict=True):
             metadata = to_json(dict(change.metadata)) if change.metadata else {}
+            if traced is not None:
+                metadata = {**metadata, **traced}
             tenant = shared["tenant_id"]
             if change.tenant_id is not None and change.tenant_id != tenant:
                 if tenant is not None:
