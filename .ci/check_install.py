@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from whodid import ALL_TENANTS
 
 # Modules that need an extra, and the extra.
-OPTIONAL = {"whodid.celery": "celery"}
+OPTIONAL = {"whodid.celery": "celery", "whodid.mcp_server": "mcp"}
 
 
 def bare() -> None:

@@ -80,7 +80,7 @@ def test_import_whodid_loads_only_what_capture_needs():
 
 
 # Modules that need an extra (tested where the extra is installed).
-NEEDS_EXTRA = {"whodid.celery"}
+NEEDS_EXTRA = {"whodid.celery", "whodid.mcp_server"}
 
 
 def _public_modules() -> list[str]:

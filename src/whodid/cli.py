@@ -505,6 +505,58 @@ def purge(db_url: str, key: str | None, older_than: str, yes: bool, **given: Any
 
 @main.command()
 @db_option
+@click.option("--tenant", "tenant_id", required=True, help="The workspace whose log is served.")
+@click.option(
+    "--role",
+    default="owner",
+    show_default=True,
+    type=click.Choice(["owner", "admin", "member"]),
+    help="The role the tools read as.",
+)
+@click.option("--http", "over_http", is_flag=True, help="Streamable HTTP at /mcp, not stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option(
+    "--token",
+    envvar="WHODID_MCP_TOKEN",
+    help="Bearer token HTTP clients must send (env: WHODID_MCP_TOKEN); it maps to "
+    "--tenant and --role.",
+)
+def mcp(
+    db_url: str,
+    tenant_id: str,
+    role: str,
+    over_http: bool,
+    host: str,
+    port: int,
+    token: str | None,
+) -> None:
+    """Serve the log to agents over the Model Context Protocol (stdio, or --http)."""
+    try:
+        from whodid.mcp_server import Reader, bearer_app, build
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    auditor = _auditor(db_url)
+    transport = "http" if over_http else "stdio"
+    reader = Reader(tenant_id, role, Actor.system("whodid-mcp", label=transport))
+    if not over_http:
+        build(auditor, default=reader).run("stdio")
+        return
+    if not token:
+        raise click.UsageError("--http needs --token (or WHODID_MCP_TOKEN)")
+    try:
+        import uvicorn
+    except ImportError:
+        raise click.ClickException("--http needs uvicorn: pip install 'whodid[mcp]'") from None
+    app = bearer_app(build(auditor).streamable_http_app(host=host), token, reader)
+    click.echo(
+        f"whodid MCP on http://{host}:{port}/mcp (tenant {tenant_id}, role {role})", err=True
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@main.command()
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def demo(db_url: str, host: str, port: int) -> None:

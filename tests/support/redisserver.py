@@ -67,4 +67,3 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
         shutil.rmtree(self.tmpdir, ignore_errors=True)
-
