@@ -39,6 +39,7 @@ NASTY = [
     "Bob\r=cmd|' /C calc'!A0",
     "=SUM(1)",
     "$escaped",
+    "",  # COPY would quote a non-NULL empty string; csv writes an empty cell
 ]
 
 

@@ -204,3 +204,73 @@ def test_the_cli_exports_with_a_proof_and_verifies_with_rotated_keys(db_url, tmp
     assert run(main, ["verify", "--db", db_url, "--public-key", new_public]).exit_code == 1
     refused = run(main, ["export", "--db", db_url, "--all-tenants", "-o", "-", "--proof"])
     assert refused.exit_code == 2 and "--proof needs -o FILE" in refused.output
+
+
+# -- found in review: each failed before its fix ----------------------------------------
+
+
+def _resealed(made: dict, data: bytes) -> dict:
+    return {**made, "export": {**made["export"], "sha256": hashlib.sha256(data).hexdigest()}}
+
+
+def test_a_duplicate_row_with_its_seq_written_as_a_float_is_caught(sealed, keys, tmp_path):
+    data, made = export_with_proof(sealed, tmp_path, "ndjson", tenant_id=ALL_TENANTS)
+    first = json.loads(data.split(b"\n")[0])
+    first["seq"] = float(first["seq"])
+    forged = data + json.dumps(first).encode() + b"\n"
+    copied = json.loads(json.dumps(made))
+    extra = {**copied["entries"][0], "row": 16, "seq": float(copied["entries"][0]["seq"])}
+    copied["entries"].append(extra)
+    assert bundle.check(_resealed(copied, forged), forged, ring(keys[1]))
+
+
+def test_extra_cells_and_loosely_equal_values_are_caught(sealed, keys, tmp_path):
+    data, made = export_with_proof(sealed, tmp_path, "csv", tenant_id=ALL_TENANTS)
+    lines = data.split(b"\n")
+    lines[1] += b',=HYPERLINK("http://evil","click")'
+    extra = b"\n".join(lines)
+    found = bundle.check(_resealed(made, extra), extra, ring(keys[1]))
+    assert any(p.startswith("row 1: has") for p in found)
+    ndjson, made = export_with_proof(sealed, tmp_path, "ndjson", tenant_id=ALL_TENANTS)
+    loose = ndjson.replace(b'"passkey": false', b'"passkey": 0', 1)
+    assert loose != ndjson
+    assert any(p.startswith("row 1:") for p in bundle.check(_resealed(made, loose), loose, {}))
+
+
+def test_honest_exports_with_odd_text_check_clean(db_url, keys, tmp_path):
+    auditor = Auditor(db_url, signing_key=keys[0].read_bytes(), seal_grace=dt.timedelta(0))
+    auditor.create_all()
+    put(auditor, actor=Actor.user("u", "a\u2028b\x85c"), entity=("t", ""))
+    put(auditor, after={"body": "x" * 140_000}, entity=("t", "big"))
+    for fmt in ("csv", "ndjson"):
+        data, made = export_with_proof(auditor, tmp_path, fmt, tenant_id=ALL_TENANTS)
+        assert bundle.check(made, data, ring(keys[1])) == [], fmt
+
+
+def test_a_proof_dropped_or_rows_reordered_with_the_bundle_is_caught(sealed, keys, tmp_path):
+    data, made = export_with_proof(sealed, tmp_path, "ndjson", tenant_id=ALL_TENANTS)
+    dropped = json.loads(json.dumps(made))
+    dropped["entries"][0]["proof"] = None
+    assert any("no proof" in p for p in bundle.check(dropped, data, ring(keys[1])))
+    lines = data.split(b"\n")
+    swapped = b"\n".join([lines[1], lines[0], *lines[2:]])
+    both = json.loads(json.dumps(made))
+    both["entries"][0], both["entries"][1] = both["entries"][1], both["entries"][0]
+    found = bundle.check(_resealed(both, swapped), swapped, ring(keys[1]))
+    assert any("row 1" in p for p in found)
+
+
+def test_malformed_input_is_a_problem_not_a_crash(keys):
+    assert bundle.check([], b"", ring(keys[1])) == [f"not a {bundle.FORMAT} bundle"]
+    broken = {"format": bundle.FORMAT, "export": {"format": "ndjson"}, "entries": []}
+    assert any("cannot be read" in p for p in bundle.check(broken, b"\xff\xfe", ring(keys[1])))
+
+
+def test_an_export_iterator_closed_before_it_starts_is_recorded(engine):
+    auditor = Auditor(engine)
+    auditor.create_all()
+    put(auditor)
+    chunks = auditor.iter_export("csv", tenant_id="org_1")
+    chunks.close()
+    ends = auditor.list(tenant_id="org_1", action="audit_log.export").entries
+    assert [e.metadata["status"] for e in ends] == ["abandoned", "started"]

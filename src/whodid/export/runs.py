@@ -10,8 +10,9 @@ in it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import IO, Any
 
@@ -72,7 +73,11 @@ class ExportRun:
         return count
 
     def chunks(self, lines_per_chunk: int = 500) -> Iterator[str]:
-        """The export as text chunks; closing the iterator early records ``abandoned``."""
+        """The export as text chunks; closing the iterator early records ``abandoned``
+        (before its first chunk too: a client may leave before anything is read)."""
+        return _Chunks(self._chunks(lines_per_chunk), self._note)
+
+    def _chunks(self, lines_per_chunk: int) -> Generator[str, None, None]:
         count, status = 0, "failed"
 
         def counted(rows: Iterator[Any]) -> Iterator[Any]:
@@ -116,3 +121,39 @@ class ExportRun:
             tenant_id=None if tenant is ALL_TENANTS else tenant,
             metadata=metadata,
         )
+
+
+class _Chunks:
+    """An export's chunks, whose end is recorded even if it never started.
+
+    A generator closed (or dropped) before its first ``next()`` never runs its
+    ``finally``: this wrapper records ``abandoned`` for it then.
+    """
+
+    def __init__(self, chunks: Generator[str, None, None], note: Callable[..., None]) -> None:
+        self._chunks, self._note = chunks, note
+        self._started = self._ended = False
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> str:
+        self._started = True
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._ended = True
+            raise
+
+    def close(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._started:
+            self._chunks.close()  # its finally records how it ended
+        else:
+            self._note("abandoned", 0)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -116,6 +116,8 @@ def copy_csv(
                 ),
                 else_=col,
             )
+            # COPY quotes a non-NULL empty string as ""; csv writes an empty cell.
+            expr = sa.func.nullif(expr, sa.literal_column("''"))
         else:
             expr = col
         columns.append(expr.label(name))
