@@ -337,3 +337,37 @@ def test_the_commit_rider_rechecks_the_connection_when_it_sends(pg_url):
     assert row["actor_label"] == label and row["after"]["name"] == "a\\'b"
     assert_digests_hold([row])
     pair.engine.dispose()
+
+
+# -- found in review: each failed before its fix ----------------------------------------
+
+
+def test_the_context_tenant_is_compared_and_stored_in_its_stored_form(db_url):
+    from whodid.context import RequestContext
+    from whodid.store.writer import Change, Writer
+
+    writer = Writer(cross_tenant="refuse")
+    same = Change("orders", "create", "orders", "1", tenant_id="5")
+    (row,) = writer.rows([same], RequestContext(tenant_id=5))  # type: ignore[arg-type]
+    assert row["tenant_id"] == "5" and row["metadata"] == {}
+    pair = Pair(db_url)
+    for tenant in ("a\ud800b", "a\x00b"):
+        other = Change("orders", "update", "orders", "1", tenant_id="B")
+        rows = pair.fast.writer.rows([other], RequestContext(tenant_id=tenant))
+        with pair.engine.begin() as conn:
+            pair.fast.writer.write(conn, rows)
+    stored = [r["metadata"]["acting_tenant_id"] for r in pair.rows()]
+    assert stored == ["a\\ud800b", "a\\u0000b"]
+    assert_digests_hold(pair.rows())
+    pair.engine.dispose()
+
+
+def test_a_client_parsed_from_an_odd_user_agent_is_stored(db_url):
+    pair = Pair(db_url)
+    for agent in ("Mozilla/5.0 (Linux; Android 10; SM-\ud800) Mobile", "Mozilla/5.0 (X; SM-\x00)"):
+        with audit_context(user_agent=agent), pair.sessions["fast"].begin() as s:
+            s.add(Thing(id=pair.new_id(), name="x"))
+    rows = pair.rows()
+    assert len(rows) == 2
+    assert_digests_hold(rows)
+    pair.engine.dispose()

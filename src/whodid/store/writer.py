@@ -186,7 +186,12 @@ class Writer:
         now = utc(occurred_at) if occurred_at else dt.datetime.now(dt.UTC)
         stamp = iso(now)
         shared = self._context_fields(ctx)
-        _bound(shared, _CONTEXT_LIMITS)
+        # The context's tenant too (it is a change field, bounded per row below):
+        # the cross-tenant comparison and acting_tenant_id must see the stored form.
+        _bound(shared, [*_CONTEXT_LIMITS, ("tenant_id", _LIMITS["tenant_id"])])
+        if shared["client"] is not None:
+            # Parsed from the user agent as given: its pieces need the same care.
+            shared["client"] = to_json(shared["client"])
         client = None if shared["client"] is None else _json_text(shared["client"])
         base = _base_doc(shared, client)
         ids = new_entry_ids(len(changes))
