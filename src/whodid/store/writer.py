@@ -64,7 +64,13 @@ _CHANGE_FIELDS = ("action", "feature", "operation", "entity_type", "entity_id", 
 _CHANGE_LIMITS = [(name, _LIMITS[name]) for name in _CHANGE_FIELDS if name in _LIMITS]
 
 
-_CONTEXT_LIMITS = [(name, limit) for name, limit in _LIMITS.items() if name not in _CHANGE_FIELDS]
+# What a flush bounds of its context: the context's tenant too, which a change
+# may override and which is compared with the change's in its stored form.
+_SHARED_LIMITS = [
+    (name, limit)
+    for name, limit in _LIMITS.items()
+    if name not in _CHANGE_FIELDS or name == "tenant_id"
+]
 
 
 def _bound(row: dict[str, Any], limits: Iterable[tuple[str, int]]) -> None:
@@ -188,7 +194,7 @@ class Writer:
         shared = self._context_fields(ctx)
         # The context's tenant too (it is a change field, bounded per row below):
         # the cross-tenant comparison and acting_tenant_id must see the stored form.
-        _bound(shared, [*_CONTEXT_LIMITS, ("tenant_id", _LIMITS["tenant_id"])])
+        _bound(shared, _SHARED_LIMITS)
         if shared["client"] is not None:
             # Parsed from the user agent as given: its pieces need the same care.
             shared["client"] = to_json(shared["client"])

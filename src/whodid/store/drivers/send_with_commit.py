@@ -92,7 +92,8 @@ class CommitSender:
         self._placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
         self._call = f"CALL {INSERT_PROCEDURE}"
         self._values = values  # row -> list of values in column order
-        self._held: weakref.WeakKeyDictionary[Connection, list[list[Any]]] = (
+        # Per connection: each held row's values, and the same row as literals.
+        self._held: weakref.WeakKeyDictionary[Connection, list[tuple[list[Any], str]]] = (
             weakref.WeakKeyDictionary()
         )
         # Per DBAPI connection (it outlives the Connection objects checked out
@@ -118,15 +119,16 @@ class CommitSender:
         if len(rows) >= MAX_ROWS:
             return False
         values = [self._values(row) for row in rows]
-        if _groups(values) is None:
+        groups = _groups(values)  # rendered once; sent as they are while still safe
+        if groups is None:
             return False
         self._listen(connection.engine)
         self._learn_procedure(connection)
         held = self._held.get(connection)
         if held is None:
-            self._held[connection] = values
+            self._held[connection] = list(zip(values, groups, strict=True))
         else:
-            held += values
+            held += zip(values, groups, strict=True)
         return True
 
     def write_held(self, connection: Connection) -> None:
@@ -158,10 +160,11 @@ class CommitSender:
         self._send(connection, "; COMMIT")
 
     def _send(self, connection: Connection, suffix: str) -> None:
-        values = self._held.pop(connection, None)
-        if not values:
+        held = self._held.pop(connection, None)
+        if not held:
             return
-        groups = _groups(values) if self.eligible(connection) else None
+        values = [row for row, _ in held]
+        groups = [group for _, group in held] if self.eligible(connection) else None
         try:
             if groups is None:
                 # Literals are no longer safe here: the driver quotes, and the
