@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from support.pgserver import free_port
 from whodid import Auditor
 from whodid.demo import Demo
 from whodid.web import Viewer, audit_app
@@ -62,17 +62,11 @@ EXTRA_CUSTOMERS = 55  # with the seed, more than one page of 50
 # -- a real server --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LiveServer:
     """An ASGI app under uvicorn in a background thread."""
 
     def __init__(self, app: Any) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from support.entries import put
+from support.pgserver import free_port
 from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.mcp_server import Reader, bearer_app, build
 
@@ -101,17 +101,11 @@ def test_over_stdio_with_the_sdk_client(log):
     check(asyncio.run(run()), auditor)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_over_http_with_a_bearer_token(log):
     auditor, mine, theirs = log
     reader = Reader("org_1", "owner", Actor.system("whodid-mcp", label="http"))
     app = bearer_app(build(auditor).streamable_http_app(), "s3cret-token", reader)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -75,6 +75,10 @@ def test_an_export_with_its_bundle_checks_offline(sealed, keys, tmp_path, fmt):
     assert "OK: 15 rows proven" in result.output
 
 
+def _resealed(made: dict, data: bytes) -> dict:
+    return {**made, "export": {**made["export"], "sha256": hashlib.sha256(data).hexdigest()}}
+
+
 def _lines(data: bytes) -> list[bytes]:
     return data.splitlines(keepends=True)
 
@@ -86,8 +90,7 @@ def test_every_kind_of_tampering_names_the_row(sealed, keys, tmp_path):
 
     def problems(changed: list[bytes]) -> list[str]:
         edited = b"".join(changed)
-        again = {**made, "export": {**made["export"], "sha256": hashlib.sha256(edited).hexdigest()}}
-        return bundle.check(again, edited, public)
+        return bundle.check(_resealed(made, edited), edited, public)
 
     edited = lines.copy()
     edited[3] = edited[3].replace(b'"cus_3"', b'"cus_X"')
@@ -207,10 +210,6 @@ def test_the_cli_exports_with_a_proof_and_verifies_with_rotated_keys(db_url, tmp
 
 
 # -- found in review: each failed before its fix ----------------------------------------
-
-
-def _resealed(made: dict, data: bytes) -> dict:
-    return {**made, "export": {**made["export"], "sha256": hashlib.sha256(data).hexdigest()}}
 
 
 def test_a_duplicate_row_with_its_seq_written_as_a_float_is_caught(sealed, keys, tmp_path):

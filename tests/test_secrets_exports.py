@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import socket
 import threading
 import time
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from starlette.testclient import TestClient
 
 from support.entries import put
+from support.pgserver import free_port
 from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.entry.values import REDACTED, REDACTED_CHANGED
 from whodid.export.formats import lines, write
@@ -183,19 +183,13 @@ def test_an_export_closed_early_is_recorded_as_abandoned(engine):
     assert export_entries(auditor)[-1]["status"] == "completed"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_http_client_that_hangs_up_is_recorded(engine):
     auditor = Auditor(engine)
     auditor.create_all()
     for i in range(3000):  # many chunks: the client leaves long before the end
         put(auditor, entity=("customer", f"cus_{i}"), user_agent="x" * 300)
     app = audit_app(auditor, authorize=lambda r: Viewer("org_1", "owner"))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

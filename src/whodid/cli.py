@@ -343,10 +343,10 @@ def _proof_file(path: str, wanted: bool) -> Iterator[Any]:
 def check_proof(bundle: str, export_file: str, public_keys: tuple[str, ...]) -> None:
     """Check an export against its proof bundle, offline, with the public key(s) alone."""
     from whodid.integrity import bundle as bundles
-    from whodid.integrity.keys import key_id, load_public_key
+    from whodid.integrity.keys import key_ring, load_public_key
 
     try:
-        keys = {key_id(k): k for k in map(load_public_key, public_keys)}
+        keys = key_ring([load_public_key(k) for k in public_keys])
         data = json.loads(Path(bundle).read_text(encoding="utf-8"))
     except (WhodidError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

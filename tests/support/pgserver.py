@@ -60,7 +60,8 @@ def _render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -116,7 +117,7 @@ class PostgresServer:
             self._run("initdb", "-D", str(self.datadir), *opts)
             # Another process may take the port between our probe and postgres binding it.
             for attempt in range(3):
-                self.port = _free_port()
+                self.port = free_port()
                 self.logfile.unlink(missing_ok=True)  # so errors show only this attempt
                 try:
                     self._pg_ctl_start()

@@ -9,18 +9,14 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.pgserver import free_port
 
 
 class RedisServer:
     """``start()`` runs redis-server in a temporary directory; ``stop()`` ends it."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.tmpdir = Path(tempfile.mkdtemp(prefix="whodid-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,9 @@ def generate_key_pair(path: str | os.PathLike[str]) -> tuple[Path, Path]:
         )
     )
     return target, public
+
+
+def key_ring(public: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id: one key, or several while keys rotate."""
+    keys = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+    return {key_id(k): k for k in keys}

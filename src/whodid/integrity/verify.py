@@ -49,7 +49,13 @@ from whodid.integrity.checkpoints import (
     make_checkpoint,
     merkle_root,
 )
-from whodid.integrity.keys import generate_key_pair, key_id, load_private_key, load_public_key
+from whodid.integrity.keys import (
+    generate_key_pair,
+    key_id,
+    key_ring,
+    load_private_key,
+    load_public_key,
+)
 from whodid.integrity.parallel import (
     MAX_WORKERS,
     PARALLEL_MIN,
@@ -159,12 +165,6 @@ class Report:
             "purged_ranges": self.purged_ranges,
             "problems": [p.as_dict() for p in self.problems],
         }
-
-
-def key_ring(public: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
-    """Public keys by key id: one key, or several while keys rotate."""
-    keys = [public] if isinstance(public, Ed25519PublicKey) else list(public)
-    return {key_id(k): k for k in keys}
 
 
 def _verify_chain(
