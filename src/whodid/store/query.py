@@ -400,14 +400,8 @@ _ENTRY_ID = re.compile(r"log_[0-9A-HJKMNP-TV-Z]{26}")
 
 
 def get_entry(conn: Connection, entry_id: str, tenant_id: Any) -> Entry | None:
-    # Anything that is not an entry id cannot name one: no query needed, and
-    # no odd bytes (NUL, surrogates) ever reach the driver.
-    if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
-        return None
-    stmt = sa.select(entries).where(entries.c.id == entry_id)
-    stmt = stmt.where(*Filters(tenant_id=tenant_id).conditions())
-    row = conn.execute(stmt).mappings().first()
-    return Entry.from_row(row) if row else None
+    row = entry_row(conn, entry_id, tenant_id)
+    return None if row is None else Entry.from_row(row)
 
 
 def related_entries(
@@ -455,6 +449,8 @@ def distinct_actions(conn: Connection, tenant_id: Any) -> list[str]:
 
 def entry_row(conn: Connection, entry_id: str, tenant_id: Any) -> dict[str, Any] | None:
     """The stored row of an entry (every field), or None (also another tenant's)."""
+    # Anything that is not an entry id cannot name one: no query needed, and
+    # no odd bytes (NUL, surrogates) ever reach the driver.
     if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
         return None
     stmt = sa.select(entries).where(entries.c.id == entry_id)
