@@ -15,7 +15,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "whodid"
-SURFACES = ("whodid.web", "whodid.cli", "whodid.export", "whodid.demo")
+SURFACES = ("whodid.web", "whodid.cli", "whodid.export", "whodid.demo", "whodid.stream")
 
 
 def module_name(path: Path) -> str:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from whodid.integrity import verify as integrity
     from whodid.integrity.retention import Purged, Retention
     from whodid.store.query import Page
+    from whodid.stream import Destination, Relay
 
 M = TypeVar("M", bound=type[Any])
 
@@ -567,6 +568,58 @@ class Auditor:
                     self.writer.write(conn, self.writer.rows([result.change()], who))
             done.append(result)
         return done
+
+    def stream(
+        self,
+        to: str | Destination,
+        *,
+        secrets: builtins.list[str] | tuple[str, ...] = (),
+        ca: str | None = None,
+        name: str | None = None,
+        tenants: Iterable[str | None] = (),
+        action_prefixes: Iterable[str] = (),
+        actor_types: Iterable[str] = (),
+        start: str = "beginning",
+        max_bytes: int = 0,
+        backups: int = 5,
+        headers: Mapping[str, str] | None = None,
+        **relay_options: Any,
+    ) -> Relay:
+        """A relay shipping every committed entry to ``to``; ``.start()`` or ``.run()`` it.
+
+        Args:
+            to: ``https://...`` (signed NDJSON batches), ``syslog+tls://host:6514``,
+                ``syslog+tcp://host:601``, a file path, ``-`` (stdout), or a
+                :class:`~whodid.stream.Destination`.
+            secrets: the HMAC secret of an HTTPS destination, or two while rotating.
+            ca: a CA bundle (PEM) trusted for HTTPS or syslog over TLS.
+            name: the stream's name, under which its position is stored.
+            tenants, action_prefixes, actor_types: ship only the entries matching.
+            start: ``"beginning"`` or ``"now"``, for a stream never run before.
+            max_bytes, backups: rotation of a file destination.
+            headers: extra headers of an HTTPS destination.
+            relay_options: ``batch_size``, ``interval``, ``max_attempts``,
+                ``dead_letter``, ``backoff`` (see :class:`~whodid.stream.Relay`).
+
+        Returns:
+            The :class:`~whodid.stream.Relay`, not yet running.
+
+        Example:
+            >>> auditor.stream("https://siem.example/whodid", secrets=[SECRET]).start()
+        """
+        from whodid.stream import Relay, StreamFilter, destination_for
+
+        destination = (
+            destination_for(
+                to, secrets=secrets, ca=ca, max_bytes=max_bytes, backups=backups, headers=headers
+            )
+            if isinstance(to, str)
+            else to
+        )
+        only = StreamFilter(tuple(tenants), tuple(action_prefixes), tuple(actor_types))
+        return Relay(
+            self._engine(), destination, name=name, filter=only, start=start, **relay_options
+        )
 
     def tenants(
         self, *, tenant_id: Any = TENANT_REQUIRED, **filters: Any

@@ -16,3 +16,11 @@ class InvalidQuery(WhodidError, ValueError):
 class CrossTenantWrite(WhodidError):
     """A change to one tenant's row was made in another tenant's context, and the
     Auditor was told to refuse those (``Auditor(cross_tenant="refuse")``)."""
+
+
+class DeliveryError(WhodidError):
+    """A log stream's destination did not take a batch; the relay retries it."""
+
+
+class InvalidSignature(WhodidError):
+    """A log stream's batch arrived unsigned, signed with another secret, or too late."""

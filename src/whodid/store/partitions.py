@@ -20,6 +20,7 @@ from sqlalchemy.schema import DDL, CreateTable
 from whodid.errors import ConfigurationError
 from whodid.store.schema import (
     _POSTGRES_SEARCH,
+    _POSTGRES_TXID,
     TABLE,
     _create_procedure,
     _postgres_triggers,
@@ -68,7 +69,7 @@ def create_partitioned(conn: Connection, months_ahead: int = 3) -> None:
         conn.exec_driver_sql(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT")
         for index in entries.indexes:
             index.create(conn, checkfirst=True)
-        for sql in [*_postgres_triggers(TABLE), *_POSTGRES_SEARCH]:
+        for sql in [*_postgres_triggers(TABLE), *_POSTGRES_SEARCH, *_POSTGRES_TXID]:
             conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
         _create_procedure(entries, conn)
         _protect(conn, DEFAULT)

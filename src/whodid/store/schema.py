@@ -152,6 +152,23 @@ checkpoints = Table(
     Column("key_id", String(64), nullable=False),
 )
 
+STREAM_POSITIONS = "whodid_stream_positions"
+
+# Where each log stream (whodid.stream) has shipped up to: its own record of
+# delivery, so shipping never writes audit entries (which it would then ship).
+# On PostgreSQL every entry with txid < low has been shipped, and of those with
+# low <= txid < high every one with seq <= after_seq; on SQLite, after_seq alone.
+stream_positions = Table(
+    STREAM_POSITIONS,
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("low", BigInteger(), nullable=False),
+    Column("high", BigInteger(), nullable=False),
+    Column("after_seq", BigInteger(), nullable=False),
+    Column("shipped", BigInteger(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # The one door out of the entries table. A purge writes its horizon here,
 # deletes what is older, and removes the row again, all in one transaction;
 # the delete trigger lets through only rows older than a horizon listed here.
@@ -349,6 +366,25 @@ _POSTGRES_SEARCH = [
 # Its name carries a version: a change of columns gets a new procedure.
 INSERT_PROCEDURE = "whodid_insert_entry_v1"
 
+# The id of the transaction that wrote each entry, for log streams: an entry is
+# shipped once every transaction older than its own has ended (the snapshot's
+# xmin), so one committing late is never skipped. A column only PostgreSQL has
+# and no write path names: its default fills it, whatever inserts the row.
+# Nullable, so adding it to a large existing log rewrites nothing; entries
+# written before it existed go out in the first window. BRIN, because txids
+# grow with the table: the index costs the writers next to nothing.
+TXID = "txid"
+_POSTGRES_TXID = [
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {TXID} bigint",
+    f"ALTER TABLE {TABLE} ALTER COLUMN {TXID} SET DEFAULT (pg_current_xact_id()::text::bigint)",
+    f"CREATE INDEX IF NOT EXISTS ix_whodid_txid ON {TABLE} USING brin ({TXID})",
+]
+
+
+def _ensure_txid(conn: Connection) -> None:
+    for sql in _POSTGRES_TXID:
+        conn.exec_driver_sql(sql)
+
 
 def _insert_procedure(dialect: Any) -> str:
     columns = [c for c in entries.columns if c.name != "seq"]
@@ -373,7 +409,7 @@ for _sql in _postgres_triggers(CHECKPOINTS):
     event.listen(checkpoints, "after_create", DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 for _sql in _SQLITE_TRIGGERS:
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
-for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH:
+for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH + _POSTGRES_TXID:
     # DDL() formats its text with %, hence the %% for plpgsql placeholders.
     event.listen(entries, "after_create", DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 event.listen(entries, "after_create", _create_procedure)
@@ -396,6 +432,7 @@ def create_all(bind: Engine | Connection, app_role: str | None = None) -> None:
     with begin(bind) as conn:
         _ensure_search(conn)
         _ensure_procedure(conn)
+        _ensure_txid(conn)
         if app_role is not None:
             grant_writer(conn, app_role)
 
@@ -466,6 +503,7 @@ def upgrade(conn: Connection) -> list[str]:
                 conn.execute(DDL(sql))  # type: ignore[no-untyped-call]
         _ensure_search(conn)
         _ensure_procedure(conn)
+        _ensure_txid(conn)
         done.append("replaced the guard function and triggers")
     return done
 

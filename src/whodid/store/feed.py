@@ -1,0 +1,144 @@
+"""Committed entries in the order they became visible, for log streams.
+
+A reader that asks for ``seq > last`` misses entries: seqs are handed out when
+a row is inserted, not when its transaction commits, so a transaction holding
+seq 10 may commit after another has committed seq 11 and a reader has moved
+past it. On PostgreSQL the feed therefore works in windows of transaction ids:
+the snapshot's xmin is the oldest transaction still running, so every entry
+written by a transaction older than that has either committed or never will.
+Each window ``[low, high)`` of txids is read in seq order; the next window
+starts where it ended. A rolled-back transaction leaves a gap in the seqs and
+nothing else: no window waits for it.
+
+SQLite has one writer at a time and hands out seqs while it holds the write
+lock, so seqs become visible in order; there ``after_seq`` alone is the
+position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from whodid.entry.fields import COLUMNS, JSON_COLUMNS
+from whodid.errors import ConfigurationError
+from whodid.store.schema import TABLE, TXID, entries, stream_positions
+
+#: Where a feed starts when it has no position yet.
+STARTS = ("beginning", "now")
+
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_SEQ = COLUMNS.index("seq")
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """How far a stream has shipped (see :data:`whodid.store.schema.stream_positions`)."""
+
+    low: int = 0
+    high: int = 0
+    after_seq: int = 0
+    shipped: int = 0
+
+
+def start_position(conn: Connection, start: str) -> Position:
+    """A new stream's position: before every entry, or after those committed by now."""
+    if start not in STARTS:
+        raise ConfigurationError(f"start must be 'beginning' or 'now', got {start!r}")
+    if start == "beginning":
+        return Position()
+    if conn.dialect.name == "postgresql":
+        # Entries of transactions still running may commit later: they are
+        # after "now", so the window starts at the oldest of those.
+        xmin = int(conn.exec_driver_sql(_XMIN).scalar_one())
+        return Position(low=xmin, high=xmin)
+    top = conn.execute(sa.select(sa.func.max(entries.c.seq))).scalar()
+    return Position(after_seq=int(top or 0))
+
+
+def load_position(conn: Connection, name: str) -> Position | None:
+    """The stored position of stream ``name``, or None for a stream never run."""
+    p = stream_positions.c
+    row = conn.execute(
+        sa.select(p.low, p.high, p.after_seq, p.shipped).where(p.name == name)
+    ).first()
+    return None if row is None else Position(*(int(v) for v in row))
+
+
+def save_position(conn: Connection, name: str, position: Position) -> None:
+    """Store ``position`` as stream ``name``'s (in the caller's transaction)."""
+    p = stream_positions.c
+    values = {**dataclasses.asdict(position), "updated_at": dt.datetime.now(dt.UTC)}
+    done = conn.execute(sa.update(stream_positions).where(p.name == name).values(values))
+    if done.rowcount == 0:
+        conn.execute(sa.insert(stream_positions).values(name=name, **values))
+
+
+def check_ready(conn: Connection) -> None:
+    """Refuse a log that cannot feed a stream, saying what to run."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(TABLE):
+        raise ConfigurationError(f"no audit log here: no {TABLE} table (create_all makes one)")
+    if conn.dialect.name == "postgresql":
+        names = {c["name"] for c in inspector.get_columns(TABLE)}
+        if TXID not in names:
+            raise ConfigurationError(
+                f"{TABLE} has no {TXID} column, which streams need to ship entries in commit "
+                "order: run `whodid upgrade` (or Auditor.upgrade()) as the table's owner"
+            )
+    elif conn.dialect.name != "sqlite":
+        raise ConfigurationError(
+            f"log streams support PostgreSQL and SQLite, not {conn.dialect.name}"
+        )
+    stream_positions.create(conn, checkfirst=True)
+
+
+def next_batch(
+    conn: Connection, position: Position, limit: int
+) -> tuple[list[tuple[Any, ...]], Position]:
+    """Up to ``limit`` committed entries after ``position``, and the position after them.
+
+    Rows are tuples in :data:`~whodid.entry.fields.COLUMNS` order with the
+    JSON columns as JSON text (what :func:`whodid.export.formats.lines` takes).
+    An empty list means nothing more is committed yet.
+    """
+    if conn.dialect.name != "postgresql":
+        rows = _read(conn, [entries.c.seq > position.after_seq], limit)
+        if not rows:
+            return rows, position
+        return rows, dataclasses.replace(
+            position, after_seq=rows[-1][_SEQ], shipped=position.shipped + len(rows)
+        )
+    rows = _read(conn, _window(position), limit)
+    if not rows:
+        # This window is done: open the next, up to the oldest running transaction.
+        xmin = int(conn.exec_driver_sql(_XMIN).scalar_one())
+        if xmin <= position.high:
+            return rows, position
+        position = Position(position.high, xmin, 0, position.shipped)
+        rows = _read(conn, _window(position), limit)
+        if not rows:
+            return rows, position
+    return rows, dataclasses.replace(
+        position, after_seq=rows[-1][_SEQ], shipped=position.shipped + len(rows)
+    )
+
+
+def _window(position: Position) -> list[Any]:
+    txid = sa.column(TXID, sa.BigInteger)
+    after = entries.c.seq > position.after_seq
+    if position.high == 0:
+        # The window before all others: entries written before the column existed.
+        return [txid.is_(None), after]
+    return [txid >= position.low, txid < position.high, after]
+
+
+def _read(conn: Connection, where: list[Any], limit: int) -> list[tuple[Any, ...]]:
+    c = entries.c
+    columns = [sa.cast(c[n], sa.Text) if n in JSON_COLUMNS else c[n] for n in COLUMNS]
+    stmt = sa.select(*columns).where(*where).order_by(c.seq).limit(limit)
+    return [tuple(row) for row in conn.execute(stmt)]
