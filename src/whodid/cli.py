@@ -557,6 +557,90 @@ def mcp(
 
 @main.command()
 @db_option
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="https://host/path (signed NDJSON batches), syslog+tls://host:6514, "
+    "syslog+tcp://host:601, a file path, or - for stdout.",
+)
+@click.option("--name", help="The stream's name, under which its position is kept [default: --to].")
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    envvar="WHODID_STREAM_SECRET",
+    help="HMAC secret of an HTTPS destination; twice while rotating "
+    "(env: WHODID_STREAM_SECRET, space-separated; keeps it out of `ps`).",
+)
+@click.option(
+    "--ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle (PEM) to trust."
+)
+@click.option("--tenant", "tenants", multiple=True, help="Ship only this tenant's entries.")
+@click.option("--action-prefix", "action_prefixes", multiple=True, help="e.g. payment.")
+@click.option("--actor-type", "actor_types", multiple=True, type=click.Choice(sorted(ACTOR_TYPES)))
+@click.option(
+    "--start",
+    type=click.Choice(["beginning", "now"]),
+    default="beginning",
+    show_default=True,
+    help="Where a stream never run before begins.",
+)
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--interval", default=0.2, show_default=True, type=click.FloatRange(0.01))
+@click.option("--max-attempts", default=10, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--dead-letter",
+    type=click.Path(dir_okay=False),
+    help="File for batches that failed --max-attempts times (default: retry until delivered).",
+)
+@click.option(
+    "--max-bytes", default=0, type=click.IntRange(0), help="Rotate a file past this size."
+)
+@click.option("--backups", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--once", is_flag=True, help="Ship what is committed now, then exit.")
+def stream(
+    db_url: str,
+    to: str,
+    secrets: tuple[str, ...],
+    once: bool,
+    batch_size: int,
+    interval: float,
+    max_attempts: int,
+    dead_letter: str | None,
+    **options: Any,
+) -> None:
+    """Ship every committed entry to a SIEM, a collector or a file, resuming where it stopped.
+
+    Runs until interrupted (SIGINT or SIGTERM end it after the batch in hand).
+    """
+    import signal
+
+    auditor = _auditor(db_url)
+    # WHODID_STREAM_SECRET="new old" arrives as one value: split it.
+    secrets = tuple(part for secret in secrets for part in secret.split())
+    with _friendly(db_url):
+        relay = auditor.stream(
+            to,
+            secrets=secrets,
+            batch_size=batch_size,
+            interval=interval,
+            max_attempts=max_attempts,
+            dead_letter=dead_letter,
+            **options,
+        )
+        if once:
+            count = relay.drain()
+            click.echo(f"read {count} entries, delivered {relay.delivered}", err=True)
+            return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: relay.stop(timeout=0))
+        click.echo(f"streaming {db_url} to {relay.destination.name} as {relay.name!r}", err=True)
+        relay.run()
+
+
+@main.command()
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def demo(db_url: str, host: str, port: int) -> None:

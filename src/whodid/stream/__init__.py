@@ -64,9 +64,7 @@ def destination_for(
         >>> destination_for("syslog+tls://siem.internal:6514", ca="/etc/ssl/siem-ca.pem")
     """
     if secrets and not url.lower().startswith(("https://", "http://")):
-        raise ConfigurationError(
-            f"secrets are for HTTPS destinations; {url!r} would not use them"
-        )
+        raise ConfigurationError(f"secrets are for HTTPS destinations; {url!r} would not use them")
     if url in ("-", "stdout:", "stdout://"):
         return StdoutDestination()
     parts = urlsplit(url)
