@@ -198,7 +198,13 @@ class Relay:
         return len(rows)
 
     def start(self) -> Relay:
-        """Run in a daemon thread; returns the relay (call :meth:`stop` to end it)."""
+        """Run in a daemon thread; returns the relay (call :meth:`stop` to end it).
+
+        The stored position is read (or, for a new stream, set) before it
+        returns, so ``start="now"`` means now, and a database the relay cannot
+        use raises here rather than in the thread.
+        """
+        _ = self.position
         self._thread = threading.Thread(target=self.run, name=f"whodid-stream-{self.name}")
         self._thread.daemon = True
         self._thread.start()
