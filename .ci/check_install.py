@@ -67,7 +67,10 @@ def bare() -> None:
     assert auditor.seal() is not None
     report = auditor.verify(public)
     assert report.ok, report.problems
-    print("audited, listed, exported, sealed and verified one change")
+    assert auditor.stream("stream.ndjson").drain() == 1
+    with open("stream.ndjson") as shipped:
+        assert json.loads(shipped.read())["action"] == "customer.create"
+    print("audited, listed, exported, sealed, verified and streamed one change")
 
 
 def demo(url: str) -> None:

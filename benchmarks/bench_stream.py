@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import ssl
 import statistics
 import subprocess
@@ -157,6 +156,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fsync-off", action="store_true")
+    parser.add_argument("--pg-url", help="an existing server (allowed to CREATE DATABASE)")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
@@ -167,12 +167,13 @@ def main() -> None:
     from pgserver import free_port
 
     sink = Sink(free_port(), ca, cert, key)
-    server = start_throwaway(durable=not args.fsync_off)
+    server = None if args.pg_url else start_throwaway(durable=not args.fsync_off)
+    pg_url = args.pg_url or (server.url() if server is not None else None)
     results = []
     try:
         targets = {"SQLite (WAL)": f"sqlite:///{tmp}/log.db"}
-        if server is not None:
-            targets["PostgreSQL"] = create_database(server.url(), "bench_stream")
+        if pg_url is not None:
+            targets["PostgreSQL"] = create_database(pg_url, "bench_stream")
         for label, url in targets.items():
             seed(url, args.entries)
             if url.startswith("sqlite"):

@@ -360,6 +360,11 @@ class Run:
             for err in self.errors:
                 lines += ["```", err.strip(), "```", ""]
         out.parent.mkdir(parents=True, exist_ok=True)
+        # bench_stream.py writes its own section; a full run keeps it.
+        kept = out.read_text() if out.exists() else ""
+        begin, end = "<!-- stream benchmark: begin -->", "<!-- stream benchmark: end -->"
+        if begin in kept and end in kept:
+            lines += ["", kept[kept.index(begin) : kept.index(end) + len(end)], ""]
         out.write_text("\n".join(lines))
         data = {
             "smoke": self.args.smoke,

@@ -136,3 +136,34 @@ def test_a_missed_write_target_names_the_floor_that_is_over_it(
         "MISSED: 1.60x > 1.30x; out of reach: the entry row alone is 1.35x"
     )
     assert verdict(**floors, whodid=125.0, minimal=128.0) == "met"
+
+
+def test_stream_benchmark_writes_its_section(pg_server: PostgresServer, tmp_path: Path) -> None:
+    """bench_stream.py end to end with tiny counts: both databases, throughput and lag rows."""
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# whodid benchmark results\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_stream.py"),
+            "--entries",
+            "300",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--pg-url",
+            pg_server.url(),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    for db in ("SQLite (WAL)", "PostgreSQL"):
+        assert f"Stream to HTTPS: {db} / throughput" in text
+        assert f"Stream to HTTPS: {db} / lag at" in text
+    assert text.startswith("# whodid benchmark results")

@@ -48,6 +48,7 @@ DEFERRED = (
     "whodid.integrity.verify",
     "whodid.integrity.checkpoints",
     "whodid.integrity.keys",
+    "whodid.stream",
     "whodid.web",
     "whodid.cli",
 )

@@ -42,8 +42,21 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 def stream_command(db_url: str, sink: HTTPSSink, certs: Certificates, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "whodid.cli", "stream", "--db", db_url, "--to", sink.url,
-        "--ca", str(certs.ca), "--batch-size", "20", "--interval", "0.05", *extra,
+        sys.executable,
+        "-m",
+        "whodid.cli",
+        "stream",
+        "--db",
+        db_url,
+        "--to",
+        sink.url,
+        "--ca",
+        str(certs.ca),
+        "--batch-size",
+        "20",
+        "--interval",
+        "0.05",
+        *extra,
     ]
 
 
@@ -61,8 +74,9 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_repeats_only_whole_ent
     third = threading.Event()
     sink.on_request = lambda n: third.set() if n == 3 else None
     try:
-        relay = subprocess.Popen(stream_command(db_url, sink, certs), env=env(),
-                                 stderr=subprocess.PIPE)
+        relay = subprocess.Popen(
+            stream_command(db_url, sink, certs), env=env(), stderr=subprocess.PIPE
+        )
         assert third.wait(60), relay.stderr.read().decode() if relay.poll() else "no 4th batch"
         time.sleep(0.05)  # the 4th batch is in the sink, its answer not yet sent
         relay.send_signal(signal.SIGKILL)
@@ -70,15 +84,23 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_repeats_only_whole_ent
         taken_before = len(sink.batches)
         assert 1 <= taken_before < 10
         sink.delay = 0
-        restarted = subprocess.run(stream_command(db_url, sink, certs, "--once"), env=env(),
-                                   capture_output=True, timeout=120)
+        restarted = subprocess.run(
+            stream_command(db_url, sink, certs, "--once"),
+            env=env(),
+            capture_output=True,
+            timeout=120,
+        )
         assert restarted.returncode == 0, restarted.stderr.decode()
     finally:
         sink.stop()
     received = sink.entries
     expected = sorted(
-        (json.loads(x) for x in
-         "".join(auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson")).splitlines()),
+        (
+            json.loads(x)
+            for x in "".join(
+                auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson")
+            ).splitlines()
+        ),
         key=lambda e: e["seq"],
     )
     by_id = {e["id"]: e for e in expected}
@@ -100,10 +122,21 @@ def test_the_cli_ships_to_a_file_with_filters(auditor, db_url, tmp_path):
     put(auditor, tenant="org_2", action="payment.refund")
     put(auditor, tenant="org_1", action="customer.create")
     out = tmp_path / "out.ndjson"
-    result = CliRunner().invoke(main, [
-        "stream", "--db", db_url, "--to", str(out), "--tenant", "org_1",
-        "--action-prefix", "payment.", "--once",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "stream",
+            "--db",
+            db_url,
+            "--to",
+            str(out),
+            "--tenant",
+            "org_1",
+            "--action-prefix",
+            "payment.",
+            "--once",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "read 3 entries, delivered 1" in result.output
     shipped = [json.loads(line) for line in out.read_text().splitlines()]
@@ -136,8 +169,18 @@ def test_the_cli_refuses_an_https_stream_without_a_secret(auditor, db_url):
 def test_the_cli_stops_cleanly_on_sigterm(auditor, db_url, tmp_path):
     out = tmp_path / "out.ndjson"
     relay = subprocess.Popen(
-        [sys.executable, "-m", "whodid.cli", "stream", "--db", db_url, "--to", str(out),
-         "--interval", "0.05"],
+        [
+            sys.executable,
+            "-m",
+            "whodid.cli",
+            "stream",
+            "--db",
+            db_url,
+            "--to",
+            str(out),
+            "--interval",
+            "0.05",
+        ],
         stderr=subprocess.PIPE,
     )
     try:

@@ -132,9 +132,7 @@ def test_many_writers_committing_in_any_order_lose_nothing(auditor, tmp_path):
     assert len(got) == len(set(got))
 
 
-def test_a_log_without_txids_is_refused_until_upgraded_and_old_entries_ship_once(
-    auditor, tmp_path
-):
+def test_a_log_without_txids_is_refused_until_upgraded_and_old_entries_ship_once(auditor, tmp_path):
     from whodid.errors import ConfigurationError
 
     with auditor.engine.begin() as conn:

@@ -55,8 +55,18 @@ def test_two_secrets_sign_while_rotating_and_either_receiver_accepts():
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "v1=abc", f"t={T}", f"t={T},v1=zz", f"t=-{T},v1={'0' * 64}",
-     f"t={T},v1={'é' * 64}", f"t={'9' * 40},v1={'0' * 64}", "t=,v1=", "garbage"],
+    [
+        None,
+        "",
+        "v1=abc",
+        f"t={T}",
+        f"t={T},v1=zz",
+        f"t=-{T},v1={'0' * 64}",
+        f"t={T},v1={'é' * 64}",
+        f"t={'9' * 40},v1={'0' * 64}",
+        "t=,v1=",
+        "garbage",
+    ],
 )
 def test_malformed_headers_are_refused_not_crashed_on(header):
     with pytest.raises(InvalidSignature):

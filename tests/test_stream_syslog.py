@@ -50,8 +50,12 @@ def auditor(db_url: str):
 def test_rsyslog_receives_every_entry_as_an_rfc5424_message(auditor, rsyslog, scheme):
     before = len(rsyslog.lines())
     for n in range(25):
-        put(auditor, tenant=f'org_"{n % 3}"]', entity=("customer", f"cus_{n}"),
-            metadata={"note": "line one\nline two", "n": n})
+        put(
+            auditor,
+            tenant=f'org_"{n % 3}"]',
+            entity=("customer", f"cus_{n}"),
+            metadata={"note": "line one\nline two", "n": n},
+        )
     port = rsyslog.tls_port if scheme == "syslog+tls" else rsyslog.tcp_port
     ca = str(rsyslog.certs.ca) if scheme == "syslog+tls" else None
     relay = auditor.stream(f"{scheme}://127.0.0.1:{port}", ca=ca, batch_size=10)
@@ -59,8 +63,12 @@ def test_rsyslog_receives_every_entry_as_an_rfc5424_message(auditor, rsyslog, sc
     relay.destination.close()
     received = rsyslog.wait_for(before + 25)[before:]
     entries = sorted(
-        (json.loads(line) for line in
-         "".join(auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson")).splitlines()),
+        (
+            json.loads(line)
+            for line in "".join(
+                auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson")
+            ).splitlines()
+        ),
         key=lambda e: e["seq"],
     )
     assert len(received) == 25
@@ -102,7 +110,8 @@ def test_a_syslog_server_restarting_loses_nothing(auditor, tmp_path):
         assert len(attempts) == 2  # refused twice while rsyslog was down
         lines = server.wait_for(2)
         assert [json.loads(RFC5424.match(x).group(8))["entity_id"] for x in lines] == [
-            "first", "second",
+            "first",
+            "second",
         ]
     finally:
         server.stop()
