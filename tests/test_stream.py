@@ -62,8 +62,8 @@ def test_a_file_stream_ships_every_entry_once_in_seq_order_and_resumes(auditor, 
     out = tmp_path / "audit.ndjson"
     for n in range(5):
         put(auditor, entity=("customer", f"cus_{n}"))
-    relay = auditor.stream(str(out), batch_size=2)
-    assert relay.drain() == 5
+    with auditor.stream(str(out), batch_size=2) as relay:
+        assert relay.drain() == 5
     first = read_ndjson(out)
     assert [e["seq"] for e in first] == sorted(e["seq"] for e in first)
     for n in range(5, 8):

@@ -192,3 +192,13 @@ def test_the_cli_stops_cleanly_on_sigterm(auditor, db_url, tmp_path):
     finally:
         relay.send_signal(signal.SIGTERM)
         assert relay.wait(20) == 0, relay.stderr.read().decode()
+
+
+def test_the_cli_refuses_at_once_a_stream_another_relay_is_shipping(auditor, db_url, tmp_path):
+    with auditor.stream(str(tmp_path / "a.ndjson"), name="siem") as running:
+        running.drain()
+        result = CliRunner().invoke(
+            main, ["stream", "--db", db_url, "--to", str(tmp_path / "b"), "--name", "siem"]
+        )
+    assert result.exit_code == 1
+    assert "another relay is shipping stream 'siem'" in result.output

@@ -140,8 +140,8 @@ def test_a_log_without_txids_is_refused_until_upgraded_and_old_entries_ship_once
         # The log as a whodid before streams made it: no txid column.
         conn.exec_driver_sql(f"ALTER TABLE {TABLE} DROP COLUMN txid")
     out = tmp_path / "out.ndjson"
-    with pytest.raises(ConfigurationError, match="whodid upgrade"):
-        auditor.stream(str(out)).drain()
+    with pytest.raises(ConfigurationError, match="whodid upgrade"), auditor.stream(str(out)) as r:
+        r.drain()
     auditor.upgrade()
     with auditor.engine.begin() as conn:
         insert(auditor, conn, "after")
@@ -160,3 +160,23 @@ def test_a_partitioned_log_streams_too(pg_empty_url, tmp_path):
     auditor.stream(str(out)).drain()
     assert shipped(out) == ["in a partition"]
     auditor.engine.dispose()
+
+
+def test_two_relays_cannot_ship_one_stream_at_once(auditor, tmp_path):
+    from whodid.errors import ConfigurationError
+
+    first = auditor.stream(str(tmp_path / "a.ndjson"), name="siem")
+    first.drain()
+    second = auditor.stream(str(tmp_path / "b.ndjson"), name="siem")
+    with pytest.raises(ConfigurationError, match="another relay is shipping stream 'siem'"):
+        second.drain()
+    auditor.stream(str(tmp_path / "c.ndjson"), name="other").drain()  # another name is free
+    first.close()
+    second.drain()  # taken over once the first let go
+
+
+def test_a_killed_relays_claim_ends_with_its_connection(auditor, tmp_path):
+    first = auditor.stream(str(tmp_path / "a.ndjson"), name="siem")
+    first.drain()
+    first._claim._conn.invalidate()  # the process died: its session is gone
+    auditor.stream(str(tmp_path / "b.ndjson"), name="siem").drain()

@@ -271,6 +271,13 @@ def test_the_application_role_can_write_entries_and_nothing_else(two_roles, tmp_
         "AS $$ BEGIN RETURN OLD; END $$",
         "DROP FUNCTION whodid_reject() CASCADE",
         "ALTER TABLE whodid_entries OWNER TO CURRENT_USER",
+        # Log streams: an entry filed under a passed txid, a stream told to skip ahead.
+        "INSERT INTO whodid_entries (id, occurred_at, action, feature, operation, actor_type, "
+        "passkey, metadata, digest, txid) VALUES ('log_x', now(), 'a.b', 'a', 'b', 'system', "
+        "false, '{}', 'x', 1)",
+        "UPDATE whodid_stream_positions SET after_seq = 999999999",
+        "INSERT INTO whodid_stream_positions VALUES ('siem', 0, 999999999, 0, 0, now())",
+        "DELETE FROM whodid_stream_positions",
     ]
     for sql in forbidden:
         with (
@@ -287,3 +294,7 @@ def test_the_application_role_can_write_entries_and_nothing_else(two_roles, tmp_
     assert [p.rows for p in owner.purge(NOW - dt.timedelta(days=30), tenant_id=ALL_TENANTS)] == [1]
     report = Auditor(app_url).verify(public)
     assert report.ok, report.problems
+    # The relay runs as the owner (or a role granted the positions table), and
+    # ships what the app wrote.
+    shipped = tmp_path / "siem.ndjson"
+    assert owner.stream(str(shipped)).drain() == owner.count(tenant_id=ALL_TENANTS)

@@ -630,7 +630,10 @@ def stream(
             **options,
         )
         if once:
-            count = relay.drain()
+            try:
+                count = relay.drain()
+            finally:
+                relay.close()
             click.echo(f"read {count} entries, delivered {relay.delivered}", err=True)
             return
         for number in (signal.SIGINT, signal.SIGTERM):

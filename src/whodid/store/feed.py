@@ -17,12 +17,15 @@ position.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-from typing import Any
+import fcntl
+import hashlib
+from typing import IO, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from whodid.entry.fields import COLUMNS, JSON_COLUMNS
 from whodid.errors import ConfigurationError
@@ -76,6 +79,72 @@ def save_position(conn: Connection, name: str, position: Position) -> None:
     done = conn.execute(sa.update(stream_positions).where(p.name == name).values(values))
     if done.rowcount == 0:
         conn.execute(sa.insert(stream_positions).values(name=name, **values))
+
+
+class Claim:
+    """Stream ``name`` taken by one relay; :meth:`release` (or the process ending) frees it.
+
+    Two relays shipping one stream would each send every entry and overwrite
+    each other's position. On PostgreSQL the claim is a session advisory lock
+    on its own connection; on a SQLite file, an exclusive ``flock`` on a file
+    beside the database. Both end when the process does, so a killed relay
+    never leaves its stream claimed.
+    """
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.name = name
+        self._conn: Connection | None = None
+        self._file: IO[bytes] | None = None
+        if engine.dialect.name == "postgresql":
+            self._conn = engine.connect()
+            try:
+                taken = self._conn.execute(_LOCK, {"key": _key(name)}).scalar_one()
+                self._conn.commit()  # the lock is the session's; no transaction stays open
+            except Exception:
+                self._conn.invalidate()
+                raise
+            if not taken:
+                self._conn.close()
+                raise _taken(name)
+        elif engine.dialect.name == "sqlite" and (path := _sqlite_file(engine)) is not None:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+            self._file = open(f"{path}.stream-{digest}.lock", "ab")  # noqa: SIM115 - held
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.close()
+                raise _taken(name) from None
+
+    def release(self) -> None:
+        """Free the stream (quietly: a dropped connection has freed it already)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Closing the session ends its lock; invalidate so the pool never reuses it.
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))")
+
+
+def _taken(name: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"another relay is shipping stream {name!r}: stop it first, or give this one "
+        "its own name= (--name), which starts its own position"
+    )
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    database = engine.url.database or ""
+    path = database.removeprefix("file:").partition("?")[0]
+    return None if not path or path == ":memory:" else path
+
+
+def _key(name: str) -> str:
+    return f"whodid stream {name}"
 
 
 def check_ready(conn: Connection) -> None:

@@ -453,15 +453,21 @@ def grant_writer(conn: Connection, role: str) -> None:
     Run by the owner of the audit tables. The role may read and append entries
     and checkpoints, use the seq sequence and the insert procedure, and keep the
     search index; it may not update, delete or truncate anything, open the purge
-    window, or change the tables (no ownership, no TRIGGER privilege).
+    window, set an entry's txid, move a log stream's position, or change the
+    tables (no ownership, no TRIGGER privilege).
     """
     quote = conn.dialect.identifier_preparer.quote
     who = quote(role)
     sequence = conn.exec_driver_sql(f"SELECT pg_get_serial_sequence('{TABLE}', 'seq')").scalar_one()
+    # Every column but txid: the app cannot file an entry under a transaction
+    # id a log stream has already passed (or will never reach).
+    columns = ", ".join(c.name for c in entries.columns)
     for sql in (
-        f"REVOKE ALL ON {TABLE}, {CHECKPOINTS}, {PURGE_WINDOW}, {SEARCH}, {SEARCH_QUEUE} "
-        f"FROM {who}",
-        f"GRANT SELECT, INSERT ON {TABLE}, {CHECKPOINTS} TO {who}",
+        f"REVOKE ALL ON {TABLE}, {CHECKPOINTS}, {PURGE_WINDOW}, {SEARCH}, {SEARCH_QUEUE}, "
+        f"{STREAM_POSITIONS} FROM {who}",
+        f"GRANT SELECT ON {TABLE} TO {who}",
+        f"GRANT INSERT ({columns}) ON {TABLE} TO {who}",
+        f"GRANT SELECT, INSERT ON {CHECKPOINTS} TO {who}",
         f"GRANT USAGE ON SEQUENCE {sequence} TO {who}",
         f"GRANT EXECUTE ON PROCEDURE {INSERT_PROCEDURE} TO {who}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {SEARCH}, {SEARCH_QUEUE} TO {who}",

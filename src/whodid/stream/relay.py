@@ -88,6 +88,8 @@ class Relay:
     Example:
         >>> relay = auditor.stream("https://siem.example/whodid", secrets=[SECRET])
         >>> relay.start()   # a daemon thread; relay.stop() ends it
+        >>> with auditor.stream("audit.ndjson") as relay:   # or once, then let go
+        ...     relay.drain()
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Relay:
         self._sleep = sleep or self._stop.wait
         self._thread: threading.Thread | None = None
         self._position: feed.Position | None = None
+        self._claim: feed.Claim | None = None
         #: Entries delivered, batches dead-lettered and failed sends, since this relay began.
         self.delivered = self.dead_lettered = self.failures = 0
 
@@ -131,6 +134,7 @@ class Relay:
     def position(self) -> feed.Position:
         """The stored position (read once, then kept as the relay moves it)."""
         if self._position is None:
+            self._take_stream()
             with self.engine.begin() as conn:
                 feed.check_ready(conn)
                 found = feed.load_position(conn, self.name)
@@ -139,6 +143,31 @@ class Relay:
                     feed.save_position(conn, self.name, found)
             self._position = found
         return self._position
+
+    def _take_stream(self) -> None:
+        if self._claim is None:
+            self._claim = feed.Claim(self.engine, self.name)
+
+    def close(self) -> None:
+        """Let go of the stream (another relay may take it) and of the destination."""
+        self.destination.close()
+        self._drop_claim()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A relay dropped without close() must not leave its stream claimed.
+        self._drop_claim()
+
+    def _drop_claim(self) -> None:
+        claim = getattr(self, "_claim", None)
+        if claim is not None:
+            claim.release()
+            self._claim = None
 
     def run_once(self) -> int:
         """Ship one batch if one is committed; how many entries were read (0: caught up)."""
@@ -158,8 +187,13 @@ class Relay:
         return total
 
     def run(self) -> None:
-        """Ship until :meth:`stop`, polling every ``interval`` while caught up."""
+        """Ship until :meth:`stop`, polling every ``interval`` while caught up.
+
+        A log the relay cannot use (no table, no txid column, the stream taken)
+        raises at once; a database that goes away later is retried.
+        """
         try:
+            _ = self.position
             while not self._stop.is_set():
                 try:
                     read = self._round()
@@ -169,11 +203,12 @@ class Relay:
                     # The database went away: keep the relay alive and try again.
                     log.exception("stream %s: reading the log failed; retrying", self.name)
                     self._position = None
+                    self._drop_claim()  # its connection may be gone with the lock: take it anew
                     read = 0
                 if read < self.batch_size:
                     self._sleep(self.interval)
         finally:
-            self.destination.close()
+            self.close()
 
     def _round(self) -> int:
         """Read, send and record one batch; how many entries were read.
