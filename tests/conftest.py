@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -103,6 +104,26 @@ def empty_db_url(request: pytest.FixtureRequest) -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """Runs the test once per backend; PostgreSQL is only started if such a test runs."""
     return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA made for the session (trustme) and a certificate for 127.0.0.1 and localhost."""
+    from support.sinks import Certificates
+
+    return Certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def db_auditor(db_url: str) -> Iterator[Any]:
+    """An Auditor with an empty log on db_url (each backend), disposed afterwards."""
+    from whodid import Auditor
+
+    auditor = Auditor(db_url)
+    auditor.create_all()
+    yield auditor
+    assert auditor.engine is not None
+    auditor.engine.dispose()
 
 
 @pytest.fixture

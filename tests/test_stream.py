@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from support.entries import put
+from support.entries import exported, put
 from support.pgserver import free_port
 from support.sinks import Certificates, HTTPSSink
-from whodid import ALL_TENANTS, Actor, Auditor
+from whodid import ALL_TENANTS, Actor
 from whodid.errors import ConfigurationError
 from whodid.stream import FileDestination, Relay, StreamFilter
 
@@ -25,17 +25,8 @@ OLD_SECRET = "old-secret-for-the-stream-tests-2"
 
 
 @pytest.fixture
-def auditor(db_url: str):
-    auditor = Auditor(db_url)
-    auditor.create_all()
-    yield auditor
-    assert auditor.engine is not None
-    auditor.engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return Certificates(tmp_path_factory.mktemp("certs"))
+def auditor(db_auditor):
+    return db_auditor
 
 
 @pytest.fixture
@@ -47,15 +38,6 @@ def sink(certs: Certificates):
 
 def read_ndjson(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def exported(auditor: Auditor) -> list[dict]:
-    """The log as `whodid export --format ndjson` writes it, in seq order."""
-    text = "".join(auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson"))
-    entries = [json.loads(line) for line in text.splitlines()]
-    return sorted(
-        (e for e in entries if not e["action"].startswith("audit_log.")), key=lambda e: e["seq"]
-    )
 
 
 def test_a_file_stream_ships_every_entry_once_in_seq_order_and_resumes(auditor, tmp_path):

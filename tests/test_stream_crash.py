@@ -19,36 +19,26 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from support.entries import put
+from support.entries import exported, put
 from support.sinks import Certificates, HTTPSSink
-from whodid import ALL_TENANTS, Auditor
 from whodid.cli import main
 
 SECRET = "crash-test-secret-0123456789abcdef"
 
 
 @pytest.fixture
-def auditor(db_url: str):
-    auditor = Auditor(db_url)
-    auditor.create_all()
-    yield auditor
-    auditor.engine.dispose()
+def auditor(db_auditor):
+    return db_auditor
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return Certificates(tmp_path_factory.mktemp("certs"))
+def stream_command(db_url: str, to: str, *extra: str) -> list[str]:
+    """`whodid stream` in a process of its own."""
+    return [sys.executable, "-m", "whodid.cli", "stream", "--db", db_url, "--to", to, *extra]
 
 
-def stream_command(db_url: str, sink: HTTPSSink, certs: Certificates, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "whodid.cli",
-        "stream",
-        "--db",
+def to_sink(db_url: str, sink: HTTPSSink, certs: Certificates, *extra: str) -> list[str]:
+    return stream_command(
         db_url,
-        "--to",
         sink.url,
         "--ca",
         str(certs.ca),
@@ -57,7 +47,7 @@ def stream_command(db_url: str, sink: HTTPSSink, certs: Certificates, *extra: st
         "--interval",
         "0.05",
         *extra,
-    ]
+    )
 
 
 def env() -> dict[str, str]:
@@ -74,9 +64,7 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_repeats_only_whole_ent
     third = threading.Event()
     sink.on_request = lambda n: third.set() if n == 3 else None
     try:
-        relay = subprocess.Popen(
-            stream_command(db_url, sink, certs), env=env(), stderr=subprocess.PIPE
-        )
+        relay = subprocess.Popen(to_sink(db_url, sink, certs), env=env(), stderr=subprocess.PIPE)
         assert third.wait(60), relay.stderr.read().decode() if relay.poll() else "no 4th batch"
         time.sleep(0.05)  # the 4th batch is in the sink, its answer not yet sent
         relay.send_signal(signal.SIGKILL)
@@ -85,7 +73,7 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_repeats_only_whole_ent
         assert 1 <= taken_before < 10
         sink.delay = 0
         restarted = subprocess.run(
-            stream_command(db_url, sink, certs, "--once"),
+            to_sink(db_url, sink, certs, "--once"),
             env=env(),
             capture_output=True,
             timeout=120,
@@ -94,15 +82,7 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_repeats_only_whole_ent
     finally:
         sink.stop()
     received = sink.entries
-    expected = sorted(
-        (
-            json.loads(x)
-            for x in "".join(
-                auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson")
-            ).splitlines()
-        ),
-        key=lambda e: e["seq"],
-    )
+    expected = exported(auditor)
     by_id = {e["id"]: e for e in expected}
     assert {e["id"] for e in received} == set(by_id)  # nothing lost
     for entry in received:
@@ -169,18 +149,7 @@ def test_the_cli_refuses_an_https_stream_without_a_secret(auditor, db_url):
 def test_the_cli_stops_cleanly_on_sigterm(auditor, db_url, tmp_path):
     out = tmp_path / "out.ndjson"
     relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "whodid.cli",
-            "stream",
-            "--db",
-            db_url,
-            "--to",
-            str(out),
-            "--interval",
-            "0.05",
-        ],
+        stream_command(db_url, str(out), "--interval", "0.05"),
         stderr=subprocess.PIPE,
     )
     try:

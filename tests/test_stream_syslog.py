@@ -10,9 +10,8 @@ import shutil
 
 import pytest
 
-from support.entries import put
+from support.entries import exported, put
 from support.sinks import Certificates, RsyslogServer
-from whodid import ALL_TENANTS, Auditor
 from whodid.stream import syslog
 
 # HEADER of RFC 5424 section 6: PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP
@@ -39,11 +38,8 @@ def rsyslog(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def auditor(db_url: str):
-    auditor = Auditor(db_url)
-    auditor.create_all()
-    yield auditor
-    auditor.engine.dispose()
+def auditor(db_auditor):
+    return db_auditor
 
 
 @pytest.mark.parametrize("scheme", ["syslog+tcp", "syslog+tls"])
@@ -62,15 +58,7 @@ def test_rsyslog_receives_every_entry_as_an_rfc5424_message(auditor, rsyslog, sc
     relay.drain()
     relay.destination.close()
     received = rsyslog.wait_for(before + 25)[before:]
-    entries = sorted(
-        (
-            json.loads(line)
-            for line in "".join(
-                auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson")
-            ).splitlines()
-        ),
-        key=lambda e: e["seq"],
-    )
+    entries = exported(auditor)
     assert len(received) == 25
     for line, entry in zip(received, entries, strict=True):
         match = RFC5424.match(line)

@@ -56,3 +56,16 @@ def entry_row(
 def put(auditor: Auditor, **fields: Any) -> None:
     """Write one entry of :func:`entry_row`'s fields."""
     write_rows(auditor, [entry_row(auditor, **fields)])
+
+
+def exported(auditor: Auditor) -> list[dict[str, Any]]:
+    """The log as `whodid export --format ndjson` writes it, decoded, in seq order,
+    without the export's own `audit_log.*` entries."""
+    import json
+
+    from whodid import ALL_TENANTS
+
+    text = "".join(auditor.iter_export(tenant_id=ALL_TENANTS, format="ndjson"))
+    entries = [json.loads(line) for line in text.splitlines()]
+    ordered = sorted(entries, key=lambda e: e["seq"])
+    return [e for e in ordered if not e["action"].startswith("audit_log.")]
