@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from support.entries import exported, put
 from support.pgserver import free_port
 from support.sinks import Certificates, HTTPSSink
-from whodid import ALL_TENANTS, Actor
+from whodid import ALL_TENANTS, Actor, Auditor
 from whodid.errors import ConfigurationError
 from whodid.stream import FileDestination, Relay, StreamFilter
 
@@ -264,3 +264,53 @@ def test_the_relay_refuses_a_database_without_a_log(tmp_path):
     relay = Relay(engine, FileDestination(tmp_path / "x"))
     with pytest.raises(ConfigurationError, match="no audit log"):
         relay.drain()
+
+
+def test_a_long_answer_does_not_spoil_the_next_request(auditor, sink, certs):
+    """A receiver answering more than the relay reads: the connection is not reused
+    with the rest of that answer still in it."""
+    for n in range(4):
+        put(auditor, entity=("customer", f"cus_{n}"))
+    sink.answer = b"x" * 200_000
+    relay = auditor.stream(sink.url, secrets=[SECRET], ca=str(certs.ca), batch_size=2)
+    relay.drain()
+    assert sink.statuses == [200, 200] and relay.failures == 0
+    assert [e["entity_id"] for e in sink.entries] == [f"cus_{n}" for n in range(4)]
+
+
+def test_a_lone_string_as_a_filter_is_refused(auditor, tmp_path):
+    with pytest.raises(ConfigurationError, match="takes a list"):
+        auditor.stream(str(tmp_path / "x"), tenants="org_acme")
+
+
+def test_a_relay_starts_once(auditor, tmp_path):
+    relay = auditor.stream(str(tmp_path / "x"), interval=0.05).start()
+    try:
+        with pytest.raises(ConfigurationError, match="already running"):
+            relay.start()
+    finally:
+        relay.stop()
+
+
+def test_without_backups_a_file_never_rotates_away_what_it_shipped(auditor, tmp_path):
+    for n in range(6):
+        put(auditor, entity=("customer", f"cus_{n}"))
+    out = tmp_path / "keep.ndjson"
+    with auditor.stream(FileDestination(out, max_bytes=100, backups=0), batch_size=2) as relay:
+        relay.drain()
+    assert len(read_ndjson(out)) == 6
+    assert list(tmp_path.glob("keep.ndjson.*")) == []
+
+
+def test_an_old_sqlite_log_that_reuses_seqs_is_refused_until_upgraded(tmp_path):
+    from test_write_once import old_sqlite_log
+
+    auditor = Auditor(old_sqlite_log(tmp_path / "old.db"))
+    with (
+        pytest.raises(ConfigurationError, match="whodid upgrade"),
+        auditor.stream(str(tmp_path / "out.ndjson")) as relay,
+    ):
+        relay.drain()
+    auditor.upgrade()
+    with auditor.stream(str(tmp_path / "out.ndjson")) as relay:
+        assert relay.drain() == auditor.count(tenant_id=ALL_TENANTS) > 0

@@ -180,3 +180,19 @@ def test_a_killed_relays_claim_ends_with_its_connection(auditor, tmp_path):
     first.drain()
     first._claim._conn.invalidate()  # the process died: its session is gone
     auditor.stream(str(tmp_path / "b.ndjson"), name="siem").drain()
+
+
+def test_transaction_ids_going_back_stop_the_stream_instead_of_skipping(auditor, tmp_path):
+    """A restore onto another server restarts its txids: the stream says so and stops."""
+    from whodid.errors import ConfigurationError
+    from whodid.store import feed
+
+    with auditor.engine.begin() as conn:
+        feed.check_ready(conn)
+        feed.save_position(conn, "siem", feed.Position(10**12, 10**12 + 5, 0, 7))
+        insert(auditor, conn, "after the restore")
+    with (
+        pytest.raises(ConfigurationError, match="transaction ids went back"),
+        auditor.stream(str(tmp_path / "out.ndjson"), name="siem") as relay,
+    ):
+        relay.drain()

@@ -115,3 +115,19 @@ def test_header_fields_are_printable_ascii_within_their_limits():
     assert syslog.header_name("payment refund\n✓", 32) == "payment_refund__"
     assert syslog.header_name("a" * 40, 32) == "a" * 32
     assert syslog.header_name("", 32) == "-"
+
+
+def test_no_value_can_break_out_of_the_structured_data():
+    from whodid.entry.fields import COLUMNS
+
+    row = dict.fromkeys(COLUMNS)
+    row.update(
+        id='log_x" tenant="org_victim',
+        seq=1,
+        tenant_id="a]b\\",
+        action="a.b",
+        occurred_at=__import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("datetime").UTC),
+    )
+    text = syslog.message(tuple(row[c] for c in COLUMNS), "{}", hostname="h").decode()
+    sd = RFC5424.match(text).group(7)
+    assert sd == '[whodid@32473 id="log_x\\" tenant=\\"org_victim" seq="1" tenant="a\\]b\\\\"]'

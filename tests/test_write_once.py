@@ -298,3 +298,26 @@ def test_the_application_role_can_write_entries_and_nothing_else(two_roles, tmp_
     # ships what the app wrote.
     shipped = tmp_path / "siem.ndjson"
     assert owner.stream(str(shipped)).drain() == owner.count(tenant_id=ALL_TENANTS)
+
+
+@pytest.mark.postgres
+def test_upgrading_narrows_an_old_table_wide_insert_grant(two_roles, tmp_path):
+    """whodid before log streams granted INSERT on the whole table: after an upgrade
+    the app still writes, but can no longer pick an entry's txid."""
+    owner_url, app_url, app_role = two_roles
+    owner = Auditor(owner_url)
+    owner.create_all(app_role=app_role)
+    with owner.engine.begin() as conn:  # type: ignore[union-attr]
+        conn.exec_driver_sql(f"GRANT INSERT ON whodid_entries TO {app_role}")  # the old grant
+    owner.upgrade()
+    app = Auditor(app_url)
+    put(app)
+    forged = (
+        "INSERT INTO whodid_entries (id, occurred_at, action, feature, operation, actor_type, "
+        "passkey, metadata, digest, txid) VALUES ('log_x', now(), 'a.b', 'a', 'b', 'system', "
+        "false, '{}', 'x', 1)"
+    )
+    with pytest.raises(sa.exc.DatabaseError, match="denied"), app.engine.begin() as conn:  # type: ignore[union-attr]
+        conn.exec_driver_sql(forged, execution_options={"no_parameters": True})
+    with owner.stream(str(tmp_path / "out.ndjson")) as relay:
+        assert relay.drain() == 1

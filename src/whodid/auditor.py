@@ -6,7 +6,7 @@ import builtins
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from sqlalchemy import create_engine
@@ -576,9 +576,9 @@ class Auditor:
         secrets: builtins.list[str] | tuple[str, ...] = (),
         ca: str | None = None,
         name: str | None = None,
-        tenants: Iterable[str | None] = (),
-        action_prefixes: Iterable[str] = (),
-        actor_types: Iterable[str] = (),
+        tenants: Collection[str | None] = (),
+        action_prefixes: Collection[str] = (),
+        actor_types: Collection[str] = (),
         start: str = "beginning",
         max_bytes: int = 0,
         backups: int = 5,
@@ -616,7 +616,7 @@ class Auditor:
             if isinstance(to, str)
             else to
         )
-        only = StreamFilter(tuple(tenants), tuple(action_prefixes), tuple(actor_types))
+        only = StreamFilter(tenants, action_prefixes, actor_types)
         return Relay(
             self._engine(), destination, name=name, filter=only, start=start, **relay_options
         )

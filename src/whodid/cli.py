@@ -638,7 +638,8 @@ def stream(
             return
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, lambda *_: relay.stop(timeout=0))
-        click.echo(f"streaming {db_url} to {relay.destination.name} as {relay.name!r}", err=True)
+        shown = make_url(db_url).render_as_string(hide_password=True)
+        click.echo(f"streaming {shown} to {relay.destination.name} as {relay.name!r}", err=True)
         relay.run()
 
 

@@ -60,6 +60,7 @@ class HTTPSSink:
         self.statuses: list[int] = []
         self.plan: Callable[[int], int | None] = lambda n: None
         self.delay = 0.0
+        self.answer = b"ok"  # the body of every answer
         self.on_request: Callable[[int], None] = lambda n: None
         self.lock = threading.Lock()
         self.port = port or free_port()
@@ -92,9 +93,9 @@ class HTTPSSink:
                     time.sleep(sink.delay)
                 sink.statuses[number] = status
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(sink.answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(sink.answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -115,6 +115,17 @@ class Claim:
                 self._file.close()
                 raise _taken(name) from None
 
+    def save(self, engine: Engine, position: Position) -> None:
+        """Store the stream's position, through the claim's own session on PostgreSQL:
+        if that session died (and its lock with it), the save fails instead of
+        a relay that no longer holds the stream writing over another's position."""
+        if self._conn is not None:
+            with self._conn.begin():
+                save_position(self._conn, self.name, position)
+        else:
+            with engine.begin() as conn:
+                save_position(conn, self.name, position)
+
     def release(self) -> None:
         """Free the stream (quietly: a dropped connection has freed it already)."""
         conn, self._conn = self._conn, None
@@ -159,7 +170,18 @@ def check_ready(conn: Connection) -> None:
                 f"{TABLE} has no {TXID} column, which streams need to ship entries in commit "
                 "order: run `whodid upgrade` (or Auditor.upgrade()) as the table's owner"
             )
-    elif conn.dialect.name != "sqlite":
+    elif conn.dialect.name == "sqlite":
+        created = conn.exec_driver_sql(
+            f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{TABLE}'"
+        ).scalar_one()
+        if "AUTOINCREMENT" not in created.upper():
+            # Without it, seqs of purged newest entries are handed out again,
+            # below a stream's position: those entries would never ship.
+            raise ConfigurationError(
+                f"{TABLE} was made by an older whodid that reuses seqs: run `whodid upgrade` "
+                "(or Auditor.upgrade()) before streaming it"
+            )
+    else:
         raise ConfigurationError(
             f"log streams support PostgreSQL and SQLite, not {conn.dialect.name}"
         )
@@ -186,7 +208,16 @@ def next_batch(
     if not rows:
         # This window is done: open the next, up to the oldest running transaction.
         xmin = int(conn.exec_driver_sql(_XMIN).scalar_one())
-        if xmin <= position.high:
+        if xmin < position.high:
+            # Never on one server (xmin only grows): the log was restored or moved
+            # to another one, whose new entries may carry txids the stream passed.
+            raise ConfigurationError(
+                f"transaction ids went back ({xmin} after {position.high}): this database was "
+                "restored or moved to another server since the stream last ran. Start the "
+                "stream again under a new name (start='beginning' re-ships every entry; "
+                "receivers keep each id once)"
+            )
+        if xmin == position.high:
             return rows, position
         position = Position(position.high, xmin, 0, position.shipped)
         rows = _read(conn, _window(position), limit)

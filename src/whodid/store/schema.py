@@ -384,6 +384,24 @@ _POSTGRES_TXID = [
 def _ensure_txid(conn: Connection) -> None:
     for sql in _POSTGRES_TXID:
         conn.exec_driver_sql(sql)
+    # A table-wide INSERT grant (what whodid gave the app role before txid existed)
+    # covers the new column too: narrow it to the columns whodid writes.
+    grantees = conn.exec_driver_sql(
+        "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+        "ELSE pg_get_userbyid(a.grantee) END FROM pg_class c, aclexplode(c.relacl) a "
+        f"WHERE c.oid = '{TABLE}'::regclass AND a.privilege_type = 'INSERT' "
+        "AND a.grantee <> c.relowner"
+    ).scalars()
+    for grantee in list(grantees):
+        _grant_insert(conn, grantee)
+
+
+def _grant_insert(conn: Connection, grantee: str) -> None:
+    """INSERT on every entry column but txid (the app cannot pick a passed txid)."""
+    who = grantee if grantee == "PUBLIC" else conn.dialect.identifier_preparer.quote(grantee)
+    columns = ", ".join(c.name for c in entries.columns)
+    conn.exec_driver_sql(f"REVOKE INSERT ON {TABLE} FROM {who}")
+    conn.exec_driver_sql(f"GRANT INSERT ({columns}) ON {TABLE} TO {who}")
 
 
 def _insert_procedure(dialect: Any) -> str:
@@ -459,20 +477,17 @@ def grant_writer(conn: Connection, role: str) -> None:
     quote = conn.dialect.identifier_preparer.quote
     who = quote(role)
     sequence = conn.exec_driver_sql(f"SELECT pg_get_serial_sequence('{TABLE}', 'seq')").scalar_one()
-    # Every column but txid: the app cannot file an entry under a transaction
-    # id a log stream has already passed (or will never reach).
-    columns = ", ".join(c.name for c in entries.columns)
     for sql in (
         f"REVOKE ALL ON {TABLE}, {CHECKPOINTS}, {PURGE_WINDOW}, {SEARCH}, {SEARCH_QUEUE}, "
         f"{STREAM_POSITIONS} FROM {who}",
         f"GRANT SELECT ON {TABLE} TO {who}",
-        f"GRANT INSERT ({columns}) ON {TABLE} TO {who}",
         f"GRANT SELECT, INSERT ON {CHECKPOINTS} TO {who}",
         f"GRANT USAGE ON SEQUENCE {sequence} TO {who}",
         f"GRANT EXECUTE ON PROCEDURE {INSERT_PROCEDURE} TO {who}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {SEARCH}, {SEARCH_QUEUE} TO {who}",
     ):
         conn.exec_driver_sql(sql)
+    _grant_insert(conn, role)
 
 
 def upgrade(conn: Connection) -> list[str]:

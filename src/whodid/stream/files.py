@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ class FileDestination:
             ``path.<backups>``, as :class:`logging.handlers.RotatingFileHandler` names them.
         max_bytes: rotate before a batch would take the file past this size
             (0: never rotate). A batch is never split across two files.
-        backups: how many rotated files to keep.
+        backups: how many rotated files to keep (0: never rotate, so that
+            rotating never deletes what was shipped).
         fsync: whether a batch is fsynced before the relay records it as shipped.
 
     Example:
@@ -42,40 +44,56 @@ class FileDestination:
 
     def send(self, batch: Batch) -> None:
         body = batch.body
+        size = None
         try:
             file = self._open()
             size = file.tell()
-            if self.max_bytes and size and size + len(body) > self.max_bytes:
+            if self.max_bytes and self.backups and size and size + len(body) > self.max_bytes:
                 self._rotate()
                 file = self._open()
+                size = 0
             file.write(body)
             file.flush()
             if self.fsync:
                 os.fsync(file.fileno())
         except OSError as exc:
+            if size is not None and self._file is not None:
+                # A half-written batch would glue the retry onto half a line.
+                with contextlib.suppress(OSError):
+                    self._file.truncate(size)
             self.close()
             raise DeliveryError(f"cannot write {self.path}: {exc}") from exc
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
+            created = not self.path.exists()
             self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+            if created and self.fsync:
+                _fsync_directory(self.path.parent)  # the new name survives a power loss
         return self._file
 
     def _rotate(self) -> None:
         self.close()
-        if self.backups == 0:
-            self.path.unlink(missing_ok=True)
-            return
         for n in range(self.backups - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{n}")
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        if self.fsync:
+            _fsync_directory(self.path.parent)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class StdoutDestination:

@@ -13,6 +13,7 @@ from whodid.stream import signing
 from whodid.stream.destination import Batch
 
 USER_AGENT = "whodid-stream/1"
+_MAX_ANSWER = 1 << 16
 
 
 class HTTPDestination:
@@ -79,12 +80,13 @@ class HTTPDestination:
             conn = self._connection()
             conn.request("POST", self._path, body=body, headers=headers)
             response = conn.getresponse()
-            detail = response.read(500)
+            detail = response.read(_MAX_ANSWER)
+            if response.will_close or not response.isclosed():
+                # An answer longer than we read would be taken for the next one's.
+                self.close()
         except (OSError, http.client.HTTPException) as exc:
             self.close()  # a half-used connection cannot be trusted for the next try
             raise DeliveryError(f"POST {self.name} failed: {exc!r}") from exc
-        if response.will_close:
-            self.close()
         if not 200 <= response.status < 300:
             text = detail.decode("utf-8", "replace").strip()
             raise DeliveryError(f"POST {self.name} answered {response.status}: {text[:200]}")

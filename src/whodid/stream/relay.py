@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from whodid.entry.fields import COLUMNS
-from whodid.errors import ConfigurationError, DeliveryError
+from whodid.errors import ConfigurationError, DeliveryError, WhodidError
 from whodid.export.formats import lines
 from whodid.store import feed
 from whodid.stream.destination import Batch, Destination
@@ -45,18 +45,24 @@ class StreamFilter:
     """
 
     tenants: Collection[str | None] = ()
-    action_prefixes: tuple[str, ...] = ()
+    action_prefixes: Collection[str] = ()
     actor_types: Collection[str] = ()
+    _prefixes: tuple[str, ...] = dataclasses.field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
+        for field in ("tenants", "action_prefixes", "actor_types"):
+            if isinstance(getattr(self, field), str):
+                # A lone string would be read as a set of characters and pass nothing.
+                raise ConfigurationError(f"{field} takes a list, e.g. {field}=['x'], not a string")
         object.__setattr__(self, "tenants", frozenset(self.tenants))
         object.__setattr__(self, "action_prefixes", tuple(self.action_prefixes))
+        object.__setattr__(self, "_prefixes", tuple(self.action_prefixes))
         object.__setattr__(self, "actor_types", frozenset(self.actor_types))
 
     def __call__(self, row: tuple[Any, ...]) -> bool:
         return (
             (not self.tenants or row[_TENANT] in self.tenants)
-            and (not self.action_prefixes or row[_ACTION].startswith(self.action_prefixes))
+            and (not self._prefixes or row[_ACTION].startswith(self._prefixes))
             and (not self.actor_types or row[_ACTOR_TYPE] in self.actor_types)
         )
 
@@ -194,17 +200,23 @@ class Relay:
         """
         try:
             _ = self.position
+            failed = 0
             while not self._stop.is_set():
                 try:
                     read = self._round()
+                    failed = 0
                 except _Stopped:
                     return
+                except WhodidError:
+                    raise  # the stream taken, the log restored elsewhere: a person must act
                 except Exception:
-                    # The database went away: keep the relay alive and try again.
+                    # The database went away: keep the relay alive and try again, backing off.
+                    failed += 1
                     log.exception("stream %s: reading the log failed; retrying", self.name)
                     self._position = None
                     self._drop_claim()  # its connection may be gone with the lock: take it anew
-                    read = 0
+                    self._sleep(min(self.max_backoff, self.interval * 2**failed))
+                    continue
                 if read < self.batch_size:
                     self._sleep(self.interval)
         finally:
@@ -227,8 +239,8 @@ class Relay:
         chosen = [row for row in rows if self.filter(row)]
         if chosen:
             self._deliver(Batch(chosen, list(lines(chosen, "ndjson"))))
-        with self.engine.begin() as conn:
-            feed.save_position(conn, self.name, after)
+        assert self._claim is not None  # taken with the position
+        self._claim.save(self.engine, after)
         self._position = after
         return len(rows)
 
@@ -239,6 +251,8 @@ class Relay:
         returns, so ``start="now"`` means now, and a database the relay cannot
         use raises here rather than in the thread.
         """
+        if self._thread is not None:
+            raise ConfigurationError(f"stream {self.name!r} is already running in this relay")
         _ = self.position
         self._thread = threading.Thread(target=self.run, name=f"whodid-stream-{self.name}")
         self._thread.daemon = True
@@ -246,7 +260,8 @@ class Relay:
         return self
 
     def stop(self, timeout: float | None = 10) -> None:
-        """Finish the batch in hand and stop."""
+        """Stop after the batch in hand; one still being retried stays unshipped (and
+        is sent first by the next relay). Waits up to ``timeout`` for the thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -51,15 +51,19 @@ def message(
     facility: int = LOG_AUDIT,
 ) -> bytes:
     """One entry as an RFC 5424 message (without its frame)."""
-    params = [f'id="{row[_ID]}"', f'seq="{row[_SEQ]}"']
-    if row[_TENANT] is not None:
-        tenant = _SD_ESCAPE.sub(r"\\\1", str(row[_TENANT]))
-        params.append(f'tenant="{tenant}"')
+    values = {"id": row[_ID], "seq": row[_SEQ], "tenant": row[_TENANT]}
+    # Every value escaped: an id or tenant is whatever the app wrote.
+    params = " ".join(f'{k}="{_sd_value(v)}"' for k, v in values.items() if v is not None)
     head = (
         f"<{facility * 8 + INFO}>1 {iso(row[_AT])} {hostname} {app_name} - "
-        f"{header_name(str(row[_ACTION]), 32)} [{SD_ID} {' '.join(params)}] "
+        f"{header_name(str(row[_ACTION]), 32)} [{SD_ID} {params}] "
     )
     return (head + line.rstrip("\n")).encode("utf-8", "surrogatepass")
+
+
+def _sd_value(value: Any) -> str:
+    """A PARAM-VALUE: '"', '\\' and ']' escaped with a backslash (RFC 5424 6.3.3)."""
+    return _SD_ESCAPE.sub(r"\\\1", str(value))
 
 
 def frame(message: bytes) -> bytes:
