@@ -1,4 +1,4 @@
-"""Committed entries in the order they became visible, for log streams.
+"""Committed entries for log streams: none skipped, in windows of transaction ids.
 
 A reader that asks for ``seq > last`` misses entries: seqs are handed out when
 a row is inserted, not when its transaction commits, so a transaction holding

@@ -1,4 +1,4 @@
-"""The relay: ships committed entries to one destination, at least once, in order.
+"""The relay: ships committed entries to one destination, at least once, none skipped.
 
 Each round reads the next batch after the stream's stored position (see
 :mod:`whodid.store.feed`), sends it, and only then stores the position after
