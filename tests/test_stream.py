@@ -314,3 +314,42 @@ def test_an_old_sqlite_log_that_reuses_seqs_is_refused_until_upgraded(tmp_path):
     auditor.upgrade()
     with auditor.stream(str(tmp_path / "out.ndjson")) as relay:
         assert relay.drain() == auditor.count(tenant_id=ALL_TENANTS) > 0
+
+
+_DISK_FULL = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from whodid.entry.fields import COLUMNS
+from whodid.errors import DeliveryError
+from whodid.stream import Batch, FileDestination
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+path = sys.argv[1]
+row = tuple(None for _ in COLUMNS)
+first = Batch([row], ['{"n": 1}\\n'])
+big = Batch([row] * 2, ['{"n": 2, "pad": "' + "x" * 4000 + '"}\\n', '{"n": 3}\\n'])
+out = FileDestination(path)
+out.send(first)
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, hard))  # the disk fills up mid-batch
+try:
+    out.send(big)
+    raise SystemExit("the write should have failed")
+except DeliveryError:
+    pass
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space again: the relay retries
+out.send(big)
+"""
+
+
+def test_a_batch_cut_short_by_a_full_disk_leaves_no_half_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "full.ndjson"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL, str(path), src], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2, 3]

@@ -52,8 +52,12 @@ class FileDestination:
                 self._rotate()
                 file = self._open()
                 size = 0
-            file.write(body)
-            file.flush()
+            view = memoryview(body)
+            while view:  # unbuffered: a short write says how far it got
+                written = file.write(view)
+                if not written:
+                    raise OSError(f"wrote nothing of {len(view)} bytes")
+                view = view[written:]
             if self.fsync:
                 os.fsync(file.fileno())
         except OSError as exc:
@@ -67,7 +71,8 @@ class FileDestination:
     def _open(self) -> IO[bytes]:
         if self._file is None:
             created = not self.path.exists()
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+            # Unbuffered: nothing of a failed batch can linger to be written later.
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
             if created and self.fsync:
                 _fsync_directory(self.path.parent)  # the new name survives a power loss
         return self._file
@@ -83,9 +88,10 @@ class FileDestination:
             _fsync_directory(self.path.parent)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 def _fsync_directory(directory: Path) -> None:
