@@ -321,3 +321,24 @@ def test_upgrading_narrows_an_old_table_wide_insert_grant(two_roles, tmp_path):
         conn.exec_driver_sql(forged, execution_options={"no_parameters": True})
     with owner.stream(str(tmp_path / "out.ndjson")) as relay:
         assert relay.drain() == 1
+
+
+@pytest.mark.postgres
+def test_a_stream_role_ships_the_log_and_changes_nothing_else(two_roles, tmp_path):
+    """create_all(stream_role=...): the relay's own role reads entries and keeps positions."""
+    owner_url, relay_url, relay_role = two_roles
+    owner = Auditor(owner_url)
+    owner.create_all(stream_role=relay_role)
+    put(owner)
+    relay = Auditor(relay_url)
+    with relay.stream(str(tmp_path / "siem.ndjson")) as stream:
+        assert stream.drain() == 1
+    for sql in (
+        "UPDATE whodid_entries SET action = 'x'",
+        "DELETE FROM whodid_stream_positions",
+        "INSERT INTO whodid_checkpoints (number) VALUES (1)",
+    ):
+        with pytest.raises(sa.exc.DatabaseError, match="denied"), relay.engine.begin() as conn:  # type: ignore[union-attr]
+            conn.exec_driver_sql(sql)
+    with pytest.raises(sa.exc.DatabaseError, match="denied"):
+        put(relay)

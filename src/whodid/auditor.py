@@ -111,6 +111,7 @@ class Auditor:
         *,
         partitioned: bool = False,
         app_role: str | None = None,
+        stream_role: str | None = None,
     ) -> None:
         """Create the audit table, its indexes and append-only triggers (idempotent).
 
@@ -122,6 +123,8 @@ class Auditor:
                 application's role: it gets only what writing entries needs
                 (SELECT, INSERT, the sequence, the insert procedure), so no
                 UPDATE, DELETE, TRUNCATE or DDL of it can touch the log.
+            stream_role: (PostgreSQL) the role log stream relays connect as: it
+                may read entries and keep the streams' positions, nothing more.
 
         Example:
             ``Auditor("postgresql+psycopg://owner@db/app").create_all(app_role="app")``
@@ -130,12 +133,14 @@ class Auditor:
         from whodid.store import partitions
 
         if not partitioned:
-            schema.create_all(target, app_role)
+            schema.create_all(target, app_role, stream_role)
             return
         with schema.begin(target) as conn:
             partitions.create_partitioned(conn)
             if app_role is not None:
                 schema.grant_writer(conn, app_role)
+            if stream_role is not None:
+                schema.grant_streamer(conn, stream_role)
 
     def upgrade(self, bind: Engine | Connection | None = None) -> builtins.list[str]:
         """Bring a log made by an earlier whodid up to this version's schema.

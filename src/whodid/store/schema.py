@@ -433,16 +433,18 @@ for _sql in _POSTGRES_TRIGGERS + _POSTGRES_SEARCH + _POSTGRES_TXID:
 event.listen(entries, "after_create", _create_procedure)
 
 
-def create_all(bind: Engine | Connection, app_role: str | None = None) -> None:
+def create_all(
+    bind: Engine | Connection, app_role: str | None = None, stream_role: str | None = None
+) -> None:
     """Create the audit table, indexes and triggers where missing (idempotent).
 
     On PostgreSQL this also adds the search table and the insert procedure
     to a log created before they existed, and with ``app_role`` grants that
     role only what writing entries needs (see :func:`grant_writer`).
     """
-    if app_role is not None and bind.dialect.name != "postgresql":
+    if (app_role or stream_role) is not None and bind.dialect.name != "postgresql":
         raise ConfigurationError(
-            f"app_role= needs PostgreSQL; {bind.dialect.name} has no roles to split"
+            f"app_role= and stream_role= need PostgreSQL; {bind.dialect.name} has no roles"
         )
     metadata.create_all(bind)
     if bind.dialect.name != "postgresql":
@@ -453,6 +455,8 @@ def create_all(bind: Engine | Connection, app_role: str | None = None) -> None:
         _ensure_txid(conn)
         if app_role is not None:
             grant_writer(conn, app_role)
+        if stream_role is not None:
+            grant_streamer(conn, stream_role)
 
 
 @contextlib.contextmanager
@@ -488,6 +492,14 @@ def grant_writer(conn: Connection, role: str) -> None:
     ):
         conn.exec_driver_sql(sql)
     _grant_insert(conn, role)
+
+
+def grant_streamer(conn: Connection, role: str) -> None:
+    """Give ``role`` (log stream relays') what shipping needs: reading entries and
+    keeping the streams' positions. It can change no entry or checkpoint."""
+    who = conn.dialect.identifier_preparer.quote(role)
+    conn.exec_driver_sql(f"GRANT SELECT ON {TABLE} TO {who}")
+    conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE ON {STREAM_POSITIONS} TO {who}")
 
 
 def upgrade(conn: Connection) -> list[str]:
