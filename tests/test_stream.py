@@ -353,3 +353,22 @@ def test_a_batch_cut_short_by_a_full_disk_leaves_no_half_line(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_purge_says_which_stream_never_got_what_it_deleted(auditor, tmp_path, caplog):
+    import datetime as dt
+    import logging
+
+    from support.entries import NOW
+
+    put(auditor, days_ago=400, entity=("customer", "shipped"))
+    with auditor.stream(str(tmp_path / "siem.ndjson"), name="siem") as relay:
+        relay.drain()
+    put(auditor, days_ago=399, entity=("customer", "not shipped"))
+    put(auditor, days_ago=1, entity=("customer", "kept"))
+    with caplog.at_level(logging.WARNING, logger="whodid.retention"):
+        (purged,) = auditor.purge(NOW - dt.timedelta(days=30), tenant_id=ALL_TENANTS)
+    assert purged.rows == 2 and purged.unshipped == {"siem": 1}
+    assert "1 entries log stream 'siem' has not shipped" in caplog.text
+    (record,) = auditor.list(action="audit_log.purge", tenant_id=ALL_TENANTS).entries
+    assert record.metadata["unshipped_by_stream"] == {"siem": 1}

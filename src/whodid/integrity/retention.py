@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from sqlalchemy.engine import Connection
 
 from whodid.entry.fields import iso, utc
 from whodid.errors import ConfigurationError, InvalidQuery
-from whodid.store import partitions
+from whodid.store import feed, partitions
 from whodid.store.query import Filters
 from whodid.store.schema import SQLITE_PURGE_FUNCTION, entries, purge_window, refuse_purge
 from whodid.store.writer import Change
 from whodid.tenancy import ALL_TENANTS
+
+log = logging.getLogger("whodid.retention")
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -86,6 +89,8 @@ class Purged:
     rows: int
     checkpoint: int | None
     all_tenants: bool = False
+    #: Per log stream, how many of the purged entries it had not shipped yet.
+    unshipped: dict[str, int] = field(default_factory=dict)
 
     def change(self) -> Change:
         """The ``audit_log.purge`` entry that records this purge."""
@@ -99,6 +104,7 @@ class Purged:
                 "all_tenants": self.all_tenants,
                 "rows": self.rows,
                 "checkpoint": self.checkpoint,
+                **({"unshipped_by_stream": self.unshipped} if self.unshipped else {}),
             },
         )
 
@@ -227,6 +233,13 @@ def purge_rows(
     shown = None if every else tenant_id
     if not doomed:
         return Purged(shown, before, 0, None, every)
+    lagging = feed.unshipped(conn, where)
+    for stream, missed in lagging.items():
+        log.warning(
+            "purge deletes %d entries log stream %r has not shipped yet; it never will",
+            missed,
+            stream,
+        )
     deleted = dropped = 0
     if every and partitions.is_partitioned(conn):
         # Whole months past the horizon go at once; the rows were read above,
@@ -252,4 +265,4 @@ def purge_rows(
             previous,
         )
         number = checkpoint.number
-    return Purged(shown, before, deleted, number, every)
+    return Purged(shown, before, deleted, number, every, lagging)

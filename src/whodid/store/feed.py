@@ -242,3 +242,32 @@ def _read(conn: Connection, where: list[Any], limit: int) -> list[tuple[Any, ...
     columns = [sa.cast(c[n], sa.Text) if n in JSON_COLUMNS else c[n] for n in COLUMNS]
     stmt = sa.select(*columns).where(*where).order_by(c.seq).limit(limit)
     return [tuple(row) for row in conn.execute(stmt)]
+
+
+def unshipped(conn: Connection, where: list[Any]) -> dict[str, int]:
+    """For each stream, how many entries matching ``where`` it has not shipped yet.
+
+    Retention asks before it deletes: a purge does not wait for a lagging
+    stream, but says what that stream will never get.
+    """
+    if not sa.inspect(conn).has_table(stream_positions.name):
+        return {}
+    c, p = entries.c, stream_positions.c
+    found = {}
+    for name, low, high, after_seq in conn.execute(
+        sa.select(p.name, p.low, p.high, p.after_seq).order_by(p.name)
+    ):
+        count = sa.select(sa.func.count()).select_from(entries).where(*where)
+        if conn.dialect.name != "postgresql":
+            count = count.where(c.seq > after_seq)
+        else:
+            txid = sa.column(TXID, sa.BigInteger)
+            if high == 0:
+                done = sa.and_(txid.is_(None), c.seq <= after_seq)
+            else:
+                done = sa.or_(txid.is_(None), txid < low, sa.and_(txid < high, c.seq <= after_seq))
+            count = count.where(sa.not_(done))
+        missed = int(conn.execute(count).scalar_one())
+        if missed:
+            found[name] = missed
+    return found
