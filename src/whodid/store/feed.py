@@ -130,15 +130,22 @@ class Claim:
         """Free the stream (quietly: a dropped connection has freed it already)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            # Closing the session ends its lock; invalidate so the pool never reuses it.
-            with contextlib.suppress(Exception):
-                conn.invalidate()
+            try:
+                # Unlocked here and now: a closed session frees its lock only once
+                # the server has noticed, which another relay may be quicker than.
+                conn.execute(_UNLOCK, {"key": _key(self.name)})
+                conn.commit()
+                conn.close()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.invalidate()  # never back to the pool with the lock possibly held
         file, self._file = self._file, None
         if file is not None:
             file.close()
 
 
 _LOCK = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))")
 
 
 def _taken(name: str) -> ConfigurationError:
