@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
+import time
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -97,9 +98,16 @@ class Claim:
         self._file: IO[bytes] | None = None
         if engine.dialect.name == "postgresql":
             self._conn = engine.connect()
+            # A relay restarted right after a crash may ask before the server has
+            # noticed the dead session still holding the lock: ask for a moment.
+            deadline = time.monotonic() + _PATIENCE
             try:
-                taken = self._conn.execute(_LOCK, {"key": _key(name)}).scalar_one()
-                self._conn.commit()  # the lock is the session's; no transaction stays open
+                while True:
+                    taken = self._conn.execute(_LOCK, {"key": _key(name)}).scalar_one()
+                    self._conn.commit()  # the lock is the session's; no transaction stays open
+                    if taken or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
             except Exception:
                 self._conn.invalidate()
                 raise
@@ -144,6 +152,7 @@ class Claim:
             file.close()
 
 
+_PATIENCE = 2.0  # seconds
 _LOCK = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))")
 _UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))")
 
