@@ -213,44 +213,55 @@ def next_batch(
     JSON columns as JSON text (what :func:`whodid.export.formats.lines` takes).
     An empty list means nothing more is committed yet.
     """
-    if conn.dialect.name != "postgresql":
-        rows = _read(conn, [entries.c.seq > position.after_seq], limit)
-        if not rows:
-            return rows, position
-        return rows, dataclasses.replace(
+    rows = _read(conn, _pending(conn, position), limit)
+    if not rows and conn.dialect.name == "postgresql":
+        # This window is done: open the next, up to the oldest running transaction.
+        opened = _next_window(conn, position)
+        if opened != position:
+            position = opened
+            rows = _read(conn, _pending(conn, position), limit)
+    if rows:
+        position = dataclasses.replace(
             position, after_seq=rows[-1][_SEQ], shipped=position.shipped + len(rows)
         )
-    rows = _read(conn, _window(position), limit)
-    if not rows:
-        # This window is done: open the next, up to the oldest running transaction.
-        xmin = int(conn.exec_driver_sql(_XMIN).scalar_one())
-        if xmin < position.high:
-            # Never on one server (xmin only grows): the log was restored or moved
-            # to another one, whose new entries may carry txids the stream passed.
-            raise ConfigurationError(
-                f"transaction ids went back ({xmin} after {position.high}): this database was "
-                "restored or moved to another server since the stream last ran. Start the "
-                "stream again under a new name (start='beginning' re-ships every entry; "
-                "receivers keep each id once)"
-            )
-        if xmin == position.high:
-            return rows, position
-        position = Position(position.high, xmin, 0, position.shipped)
-        rows = _read(conn, _window(position), limit)
-        if not rows:
-            return rows, position
-    return rows, dataclasses.replace(
-        position, after_seq=rows[-1][_SEQ], shipped=position.shipped + len(rows)
-    )
+    return rows, position
 
 
-def _window(position: Position) -> list[Any]:
-    txid = sa.column(TXID, sa.BigInteger)
+def _next_window(conn: Connection, position: Position) -> Position:
+    xmin = int(conn.exec_driver_sql(_XMIN).scalar_one())
+    if xmin < position.high:
+        # Never on one server (xmin only grows): the log was restored or moved
+        # to another one, whose new entries may carry txids the stream passed.
+        raise ConfigurationError(
+            f"transaction ids went back ({xmin} after {position.high}): this database was "
+            "restored or moved to another server since the stream last ran. Start the "
+            "stream again under a new name (start='beginning' re-ships every entry; "
+            "receivers keep each id once)"
+        )
+    if xmin == position.high:
+        return position
+    return Position(position.high, xmin, 0, position.shipped)
+
+
+_TXID = sa.column(TXID, sa.BigInteger)
+
+
+def _pending(conn: Connection, position: Position) -> list[Any]:
+    """What is left of ``position``'s window (on SQLite, everything after it)."""
     after = entries.c.seq > position.after_seq
+    if conn.dialect.name != "postgresql":
+        return [after]
     if position.high == 0:
         # The window before all others: entries written before the column existed.
-        return [txid.is_(None), after]
-    return [txid >= position.low, txid < position.high, after]
+        return [_TXID.is_(None), after]
+    return [position.low <= _TXID, position.high > _TXID, after]
+
+
+def _later(conn: Connection, position: Position) -> Any:
+    """What windows after ``position``'s will hold (SQLite has no other windows)."""
+    if conn.dialect.name != "postgresql":
+        return sa.false()
+    return _TXID.is_not(None) if position.high == 0 else position.high <= _TXID
 
 
 def _read(conn: Connection, where: list[Any], limit: int) -> list[tuple[Any, ...]]:
@@ -268,22 +279,12 @@ def unshipped(conn: Connection, where: list[Any]) -> dict[str, int]:
     """
     if not sa.inspect(conn).has_table(stream_positions.name):
         return {}
-    c, p = entries.c, stream_positions.c
+    p = stream_positions.c
     found = {}
-    for name, low, high, after_seq in conn.execute(
-        sa.select(p.name, p.low, p.high, p.after_seq).order_by(p.name)
-    ):
-        count = sa.select(sa.func.count()).select_from(entries).where(*where)
-        if conn.dialect.name != "postgresql":
-            count = count.where(c.seq > after_seq)
-        else:
-            txid = sa.column(TXID, sa.BigInteger)
-            if high == 0:
-                done = sa.and_(txid.is_(None), c.seq <= after_seq)
-            else:
-                done = sa.or_(txid.is_(None), txid < low, sa.and_(txid < high, c.seq <= after_seq))
-            count = count.where(sa.not_(done))
-        missed = int(conn.execute(count).scalar_one())
-        if missed:
+    for name, *at in conn.execute(sa.select(p.name, p.low, p.high, p.after_seq)):
+        position = Position(*at)
+        ahead = sa.or_(sa.and_(*_pending(conn, position)), _later(conn, position))
+        count = sa.select(sa.func.count()).select_from(entries).where(*where, ahead)
+        if missed := int(conn.execute(count).scalar_one()):
             found[name] = missed
-    return found
+    return dict(sorted(found.items()))

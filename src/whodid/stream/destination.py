@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from whodid.entry.fields import COLUMNS
 
-_ID, _SEQ = COLUMNS.index("id"), COLUMNS.index("seq")
+_SEQ = COLUMNS.index("seq")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,14 +26,10 @@ class Batch:
     rows: Sequence[tuple[Any, ...]]
     lines: Sequence[str]
 
-    @property
+    @functools.cached_property
     def body(self) -> bytes:
-        """The batch as an NDJSON document."""
+        """The batch as an NDJSON document (built once, however often it is sent)."""
         return "".join(self.lines).encode("utf-8")
-
-    @property
-    def ids(self) -> list[str]:
-        return [row[_ID] for row in self.rows]
 
     @property
     def seqs(self) -> tuple[int, int]:

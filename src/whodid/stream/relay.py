@@ -140,7 +140,8 @@ class Relay:
     def position(self) -> feed.Position:
         """The stored position (read once, then kept as the relay moves it)."""
         if self._position is None:
-            self._take_stream()
+            if self._claim is None:
+                self._claim = feed.Claim(self.engine, self.name)
             with self.engine.begin() as conn:
                 feed.check_ready(conn)
                 found = feed.load_position(conn, self.name)
@@ -149,10 +150,6 @@ class Relay:
                     feed.save_position(conn, self.name, found)
             self._position = found
         return self._position
-
-    def _take_stream(self) -> None:
-        if self._claim is None:
-            self._claim = feed.Claim(self.engine, self.name)
 
     def close(self) -> None:
         """Let go of the stream (another relay may take it) and of the destination."""
@@ -230,9 +227,9 @@ class Relay:
         in memory only, so an idle relay writes nothing.
         """
         position = self.position
+        # Read and let go: no transaction stays open while the destination is slow.
         with self.engine.connect() as conn:
             rows, after = feed.next_batch(conn, position, self.batch_size)
-            conn.rollback()  # nothing held open while the destination is slow
         if not rows:
             self._position = after
             return 0
